@@ -1,0 +1,488 @@
+package service
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lestrrat-go/httprc/v3"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws/jwsbb"
+	"golang.org/x/sync/singleflight"
+)
+
+// Limits on what a key set fetch may bring back.
+const (
+	maxJWKSBytes      = 1 << 20
+	maxJWKSKeys       = 100
+	maxDiscoveryBytes = 256 << 10
+	minRSABits        = 2048
+	maxScheduledWait  = time.Hour
+	maxStartBackoff   = 30 * time.Second
+)
+
+// algSpec says which key a JWS algorithm needs and how it verifies.
+type algSpec struct {
+	kty  string // "RSA", "EC", "OKP"
+	crv  string // for EC and OKP
+	hash crypto.Hash
+	pss  bool
+}
+
+var algSpecs = map[string]algSpec{
+	"RS256": {kty: "RSA", hash: crypto.SHA256},
+	"RS384": {kty: "RSA", hash: crypto.SHA384},
+	"RS512": {kty: "RSA", hash: crypto.SHA512},
+	"PS256": {kty: "RSA", hash: crypto.SHA256, pss: true},
+	"PS384": {kty: "RSA", hash: crypto.SHA384, pss: true},
+	"PS512": {kty: "RSA", hash: crypto.SHA512, pss: true},
+	"ES256": {kty: "EC", crv: "P-256", hash: crypto.SHA256},
+	"ES384": {kty: "EC", crv: "P-384", hash: crypto.SHA384},
+	"ES512": {kty: "EC", crv: "P-521", hash: crypto.SHA512},
+	"EdDSA": {kty: "OKP", crv: "Ed25519"},
+}
+
+// verifyKey is one usable public key, parsed once when its set is loaded.
+type verifyKey struct {
+	kid string
+	alg string // the JWK's own alg, "" when it names none
+	kty string
+	crv string
+	rsa *rsa.PublicKey
+	ec  *ecdsa.PublicKey
+	ed  ed25519.PublicKey
+}
+
+// fits reports why the key cannot verify alg, or "" when it can.
+func (k *verifyKey) fits(alg string, spec algSpec) string {
+	switch {
+	case k.kty != spec.kty:
+		return fmt.Sprintf("alg %s needs an %s key, but key %q is %s", alg, spec.kty, k.kid, k.kty)
+	case spec.crv != "" && k.crv != spec.crv:
+		return fmt.Sprintf("alg %s needs curve %s, but key %q is on %s", alg, spec.crv, k.kid, k.crv)
+	case k.alg != "" && k.alg != alg:
+		return fmt.Sprintf("key %q is published for alg %s, the token says %s", k.kid, k.alg, alg)
+	}
+	return ""
+}
+
+// verify checks sig over input with this key; the caller has checked fits.
+func (k *verifyKey) verify(spec algSpec, input string, sig []byte) bool {
+	switch k.kty {
+	case "RSA":
+		return len(sig) == k.rsa.Size() && jwsbb.VerifyRSA(k.rsa, []byte(input), sig, spec.hash, spec.pss) == nil
+	case "EC":
+		return len(sig) == 2*((k.ec.Curve.Params().BitSize+7)/8) && jwsbb.VerifyECDSA(k.ec, []byte(input), sig, spec.hash) == nil
+	case "OKP":
+		return len(sig) == ed25519.SignatureSize && jwsbb.VerifyEdDSA(k.ed, []byte(input), sig) == nil
+	}
+	return false
+}
+
+// keySet is an issuer's usable keys at one moment; replaced whole, never mutated.
+type keySet struct {
+	byKID   map[string]*verifyKey
+	keys    []*verifyKey
+	fetched time.Time
+	dropped []string // why keys of the published set were not taken
+}
+
+func (ks *keySet) kids() []string {
+	out := make([]string, 0, len(ks.keys))
+	for _, k := range ks.keys {
+		if k.kid != "" {
+			out = append(out, k.kid)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// parseKeySet reads a JWKS document: each key is parsed on its own (one key
+// of an unknown type does not fail the set), weak, private, symmetric and
+// encryption keys are dropped, and a set with no usable key is an error, so
+// that it never replaces a good one.
+func parseKeySet(body []byte, now time.Time) (*keySet, error) {
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, fmt.Errorf("not a JWKS document (JSON with a \"keys\" array): %w", err)
+	}
+	if doc.Keys == nil {
+		return nil, errors.New(`not a JWKS document: no "keys" array`)
+	}
+	if len(doc.Keys) > maxJWKSKeys {
+		return nil, fmt.Errorf("%d keys, over the limit of %d", len(doc.Keys), maxJWKSKeys)
+	}
+	ks := &keySet{byKID: map[string]*verifyKey{}, fetched: now}
+	dupes := map[string]bool{}
+	for i, raw := range doc.Keys {
+		k, why := usableKey(raw)
+		if why != "" {
+			ks.dropped = append(ks.dropped, fmt.Sprintf("keys[%d]: %s", i, why))
+			continue
+		}
+		if k.kid != "" {
+			if _, dup := ks.byKID[k.kid]; dup || dupes[k.kid] {
+				dupes[k.kid] = true
+				delete(ks.byKID, k.kid)
+				continue
+			}
+			ks.byKID[k.kid] = k
+		}
+		ks.keys = append(ks.keys, k)
+	}
+	if len(dupes) > 0 {
+		ks.keys = slices.DeleteFunc(ks.keys, func(k *verifyKey) bool { return dupes[k.kid] })
+		for kid := range dupes {
+			ks.dropped = append(ks.dropped, fmt.Sprintf("kid %q: published more than once, ambiguous", kid))
+		}
+	}
+	if len(ks.keys) == 0 {
+		if len(doc.Keys) == 0 {
+			return nil, errors.New(`the key set is empty ({"keys":[]})`)
+		}
+		return nil, fmt.Errorf("no usable key among %d: %s", len(doc.Keys), strings.Join(ks.dropped, "; "))
+	}
+	return ks, nil
+}
+
+// usableKey parses one JWK and returns it, or why it is not used.
+func usableKey(raw json.RawMessage) (*verifyKey, string) {
+	key, err := jwk.ParseKey(raw)
+	if err != nil {
+		return nil, fmt.Sprintf("not a usable JWK (%v)", err)
+	}
+	kid, _ := key.KeyID()
+	name := "key"
+	if kid != "" {
+		name = fmt.Sprintf("key %q", kid)
+	}
+	if use, ok := key.KeyUsage(); ok && use != "sig" {
+		return nil, fmt.Sprintf("%s has use %q, not \"sig\"", name, use)
+	}
+	if priv, err := jwk.IsPrivateKey(key); err == nil && priv {
+		return nil, fmt.Sprintf("%s holds private key material: the issuer is leaking its signing key", name)
+	}
+	k := &verifyKey{kid: kid}
+	if alg, ok := key.Algorithm(); ok {
+		k.alg = alg.String()
+	}
+	var pub any
+	if err := jwk.Export(key, &pub); err != nil {
+		return nil, fmt.Sprintf("%s cannot be exported (%v)", name, err)
+	}
+	switch p := pub.(type) {
+	case *rsa.PublicKey:
+		if p.N.BitLen() < minRSABits {
+			return nil, fmt.Sprintf("%s is RSA with %d bits, under %d", name, p.N.BitLen(), minRSABits)
+		}
+		if p.E < 3 || p.E%2 == 0 {
+			return nil, fmt.Sprintf("%s is RSA with exponent %d", name, p.E)
+		}
+		k.kty, k.rsa = "RSA", p
+	case *ecdsa.PublicKey:
+		k.kty, k.crv, k.ec = "EC", p.Curve.Params().Name, p
+		if k.crv != "P-256" && k.crv != "P-384" && k.crv != "P-521" {
+			return nil, fmt.Sprintf("%s is on unsupported curve %s", name, k.crv)
+		}
+	case ed25519.PublicKey:
+		k.kty, k.crv, k.ed = "OKP", "Ed25519", p
+	default:
+		return nil, fmt.Sprintf("%s is of type %s, which usher does not verify with", name, key.KeyType())
+	}
+	return k, ""
+}
+
+// issuerKeys holds one issuer's keys and fetches them: through httprc (the
+// cache under jwx's jwk.Cache) with usher's own transformer, so that a bad
+// fetch never replaces a good set, and the parsed keys are swapped atomically.
+type issuerKeys struct {
+	cfg    IssuerConfig
+	log    *slog.Logger
+	http   *http.Client
+	bg     context.Context // owns the fetches
+	set    atomic.Pointer[keySet]
+	static bool // jwks_file: loaded once
+
+	ctrl       httprc.Controller
+	res        atomic.Pointer[httprc.ResourceBase[*keySet]]
+	fetches    singleflight.Group
+	lastForced atomic.Int64 // unix nanoseconds of the last token-driven refresh
+
+	triedOnce sync.Once
+	tried     chan struct{} // closed after the first fetch attempt
+
+	mu        sync.Mutex
+	jwksURI   string
+	lastError string
+}
+
+func newIssuerKeys(ctx context.Context, cfg IssuerConfig, hc *http.Client, log *slog.Logger, now func() time.Time) (*issuerKeys, error) {
+	ik := &issuerKeys{cfg: cfg, log: log.With("issuer", cfg.Issuer), http: hc, bg: ctx, tried: make(chan struct{}), jwksURI: cfg.JWKSURI}
+	if cfg.JWKSFile != "" {
+		b, err := os.ReadFile(cfg.JWKSFile)
+		if err != nil {
+			return nil, fmt.Errorf("jwks_file: %w", err)
+		}
+		ks, err := parseKeySet(b, now())
+		if err != nil {
+			return nil, fmt.Errorf("jwks_file %s: %w", cfg.JWKSFile, err)
+		}
+		ik.static = true
+		ik.jwksURI = (&url.URL{Scheme: "file", Path: cfg.JWKSFile}).String()
+		ik.accept(ks)
+		ik.markTried()
+		return ik, nil
+	}
+	ctrl, err := httprc.NewClient(httprc.WithWorkers(1)).Start(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("start key fetcher: %w", err)
+	}
+	ik.ctrl = ctrl
+	go ik.firstFetch()
+	return ik, nil
+}
+
+// firstFetch tries until a set is held, with jittered exponential backoff;
+// after that, httprc refreshes on schedule.
+func (ik *issuerKeys) firstFetch() {
+	backoff := time.Second
+	for {
+		_ = ik.fetchShared(ik.bg)
+		ik.markTried()
+		if ik.set.Load() != nil {
+			return
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ik.bg.Done():
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, maxStartBackoff)
+	}
+}
+
+func (ik *issuerKeys) markTried() { ik.triedOnce.Do(func() { close(ik.tried) }) }
+
+// keys returns the current set (nil when none was ever fetched).
+func (ik *issuerKeys) keys() *keySet { return ik.set.Load() }
+
+// refreshForToken refetches the set because a token named a kid it lacks
+// (or no set is held): at most once per unknown_kid_cooldown per issuer, and
+// concurrent callers share one fetch. It waits no longer than ctx allows.
+func (ik *issuerKeys) refreshForToken(ctx context.Context) {
+	if ik.static {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := ik.lastForced.Load()
+	if now-last < int64(ik.cfg.UnknownKIDCooldown) || !ik.lastForced.CompareAndSwap(last, now) {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = ik.fetchShared(ik.bg)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// fetchShared runs one fetch at a time per issuer; concurrent callers share it.
+func (ik *issuerKeys) fetchShared(ctx context.Context) error {
+	_, err, _ := ik.fetches.Do("fetch", func() (any, error) {
+		fctx, cancel := context.WithTimeout(ctx, time.Duration(ik.cfg.FetchTimeout)+time.Second)
+		defer cancel()
+		return nil, ik.fetch(fctx)
+	})
+	return err
+}
+
+func (ik *issuerKeys) fetch(ctx context.Context) error {
+	res := ik.res.Load()
+	if res == nil {
+		uri := ik.cfg.JWKSURI
+		if ik.cfg.Discovery {
+			var err error
+			if uri, err = ik.discover(ctx); err != nil {
+				ik.fail(err)
+				return err
+			}
+		}
+		interval := time.Duration(ik.cfg.RefreshInterval)
+		r, err := httprc.NewResource[*keySet](uri, httprc.TransformFunc[*keySet](ik.transform),
+			httprc.WithHTTPClient(statusClient{ik}),
+			httprc.WithMinInterval(interval),
+			httprc.WithMaxInterval(max(interval, maxScheduledWait)))
+		if err != nil {
+			ik.fail(err)
+			return err
+		}
+		r.SetNext(time.Now().Add(interval)) // the first fetch is the one below
+		if err := ik.ctrl.Add(ctx, r, httprc.WithWaitReady(false)); err != nil {
+			ik.fail(err)
+			return err
+		}
+		ik.res.Store(r)
+		ik.mu.Lock()
+		ik.jwksURI = uri
+		ik.mu.Unlock()
+		res = r
+	}
+	return ik.ctrl.Refresh(ctx, res.URL())
+}
+
+// transform is httprc's Transformer: body to parsed keys. An error keeps the
+// previous set in place.
+func (ik *issuerKeys) transform(_ context.Context, res *http.Response) (*keySet, error) {
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxJWKSBytes+1))
+	if err != nil {
+		ik.fail(fmt.Errorf("read %s: %w", res.Request.URL, err))
+		return nil, err
+	}
+	if len(body) > maxJWKSBytes {
+		err := fmt.Errorf("%s: body over %d bytes", res.Request.URL, maxJWKSBytes)
+		ik.fail(err)
+		return nil, err
+	}
+	ks, err := parseKeySet(body, time.Now())
+	if err != nil {
+		err = fmt.Errorf("%s: %w", res.Request.URL, err)
+		ik.fail(err)
+		return nil, err
+	}
+	ik.accept(ks)
+	return ks, nil
+}
+
+func (ik *issuerKeys) accept(ks *keySet) {
+	prev := ik.set.Swap(ks)
+	ik.mu.Lock()
+	ik.lastError = ""
+	ik.mu.Unlock()
+	if prev == nil || !slices.Equal(prev.kids(), ks.kids()) {
+		ik.log.Info("key set loaded", "kids", ks.kids(), "dropped", ks.dropped)
+	}
+}
+
+func (ik *issuerKeys) fail(err error) {
+	ik.mu.Lock()
+	ik.lastError = err.Error()
+	ik.mu.Unlock()
+	ik.log.Warn("key set fetch failed; keeping the last good set", "err", err, "have_keys", ik.set.Load() != nil)
+}
+
+// discover reads jwks_uri from the OIDC discovery document and insists that
+// its issuer is exactly the configured one.
+func (ik *issuerKeys) discover(ctx context.Context) (string, error) {
+	u := strings.TrimSuffix(ik.cfg.Issuer, "/") + "/.well-known/openid-configuration"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", fmt.Errorf("discovery %s: %w", u, err)
+	}
+	resp, err := ik.http.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("discovery: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("discovery %s: HTTP %d", u, resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDiscoveryBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("discovery %s: %w", u, err)
+	}
+	if len(body) > maxDiscoveryBytes {
+		return "", fmt.Errorf("discovery %s: body over %d bytes", u, maxDiscoveryBytes)
+	}
+	var doc struct {
+		Issuer  string `json:"issuer"`
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return "", fmt.Errorf("discovery %s: not a JSON discovery document: %w", u, err)
+	}
+	if doc.Issuer != ik.cfg.Issuer {
+		return "", fmt.Errorf("discovery %s: the document's issuer is %q but the configured issuer is %q; they must be identical (OIDC Discovery §4.3)", u, doc.Issuer, ik.cfg.Issuer)
+	}
+	if doc.JWKSURI == "" {
+		return "", fmt.Errorf("discovery %s: no jwks_uri", u)
+	}
+	if err := checkFetchURL(doc.JWKSURI); err != nil {
+		return "", fmt.Errorf("discovery %s: jwks_uri %w", u, err)
+	}
+	return doc.JWKSURI, nil
+}
+
+// statusClient is the HTTP client httprc uses: it records failed requests,
+// which never reach the transformer.
+type statusClient struct{ ik *issuerKeys }
+
+func (c statusClient) Do(req *http.Request) (*http.Response, error) {
+	resp, err := c.ik.http.Do(req)
+	switch {
+	case err != nil:
+		c.ik.fail(fmt.Errorf("fetch keys: %w", err))
+	case resp.StatusCode != http.StatusOK:
+		c.ik.fail(fmt.Errorf("fetch keys %s: HTTP %d", req.URL, resp.StatusCode))
+	}
+	return resp, err
+}
+
+// status is what ListIssuers reports.
+func (ik *issuerKeys) status() IssuerStatus {
+	st := IssuerStatus{Issuer: ik.cfg.Issuer, Algorithms: slices.Clone(ik.cfg.Algorithms)}
+	ik.mu.Lock()
+	st.JWKSURI, st.LastError = ik.jwksURI, ik.lastError
+	ik.mu.Unlock()
+	if ks := ik.set.Load(); ks != nil {
+		st.KeyIDs, st.LastRefresh = ks.kids(), ks.fetched
+	}
+	if r := ik.res.Load(); r != nil {
+		st.NextRefresh = r.Next()
+	}
+	return st
+}
+
+// newFetchClient is the HTTP client for discovery and key sets: a deadline
+// on the whole fetch, and redirects only to the same host without a
+// downgrade to http.
+func newFetchClient(timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 3 {
+				return errors.New("more than 3 redirects")
+			}
+			from := via[0].URL
+			if req.URL.Host != from.Host {
+				return fmt.Errorf("redirect from %s to another host %s refused", from.Host, req.URL.Host)
+			}
+			if from.Scheme == "https" && req.URL.Scheme != "https" {
+				return errors.New("redirect from https to http refused")
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,348 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Validator is the engine: token in, Verdict out. It knows nothing of gRPC.
+// It is safe for concurrent use.
+type Validator struct {
+	issuers   map[string]*issuerKeys
+	order     []*issuerKeys
+	allAlgs   []string // every algorithm some issuer allows
+	audiences []KnownAudience
+	audName   map[string]string
+	maxBytes  int
+	now       func() time.Time
+	log       *slog.Logger
+}
+
+// NewValidator builds the engine from a configuration (validated here) and
+// starts fetching each issuer's keys in the background, owned by ctx: it does
+// not wait for them. Static jwks_file sets are read now, and a broken one is
+// an error.
+func NewValidator(ctx context.Context, cfg *Config, opts ...Option) (*Validator, error) {
+	if cfg == nil {
+		return nil, errors.New("usher: NewValidator: nil config")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("usher: config: %w", err)
+	}
+	o := options{now: time.Now, log: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	v := &Validator{
+		issuers:  map[string]*issuerKeys{},
+		audName:  map[string]string{},
+		maxBytes: cfg.MaxTokenBytes,
+		now:      o.now,
+		log:      o.log,
+	}
+	for _, a := range cfg.Audiences {
+		v.audiences = append(v.audiences, KnownAudience(a))
+		v.audName[a.Audience] = a.Name
+	}
+	for _, ic := range cfg.Issuers {
+		hc := o.http
+		if hc == nil {
+			hc = newFetchClient(time.Duration(ic.FetchTimeout))
+		}
+		ik, err := newIssuerKeys(ctx, ic, hc, o.log, o.now)
+		if err != nil {
+			return nil, fmt.Errorf("usher: issuer %q: %w", ic.Issuer, err)
+		}
+		v.issuers[ic.Issuer] = ik
+		v.order = append(v.order, ik)
+		for _, a := range ic.Algorithms {
+			if !slices.Contains(v.allAlgs, a) {
+				v.allAlgs = append(v.allAlgs, a)
+			}
+		}
+	}
+	return v, nil
+}
+
+// WaitTried blocks until every issuer's keys were tried once (fetched, or
+// failed), or ctx is done.
+func (v *Validator) WaitTried(ctx context.Context) error {
+	for _, ik := range v.order {
+		select {
+		case <-ik.tried:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Issuers reports what usher believes about each issuer now.
+func (v *Validator) Issuers() []IssuerStatus {
+	out := make([]IssuerStatus, 0, len(v.order))
+	for _, ik := range v.order {
+		out = append(out, ik.status())
+	}
+	return out
+}
+
+// Audiences returns the audiences registry.
+func (v *Validator) Audiences() []KnownAudience { return slices.Clone(v.audiences) }
+
+// Validate checks token for an API whose own audience is audience and which
+// requires every scope in scopes. The token may carry a "Bearer " prefix.
+// An empty audience never matches: it is a caller bug, and fails closed.
+func (v *Validator) Validate(ctx context.Context, token, audience string, scopes []string) Verdict {
+	t, ik, fail := v.verify(ctx, cleanToken(token))
+	if fail != nil {
+		return *fail
+	}
+	verdict := Verdict{Reason: ReasonValid, Message: "token is valid", Claims: t.toClaims()}
+	verdict.Violations = v.checkClaims(ik, t, audience, scopes)
+	if len(verdict.Violations) > 0 {
+		first := verdict.Violations[0]
+		verdict.Reason, verdict.Message, verdict.Hint, verdict.Mismatch = first.Reason, first.Message, first.Hint, first.Mismatch
+	}
+	return verdict
+}
+
+// Inspect decodes any token and says whether a trusted key verifies it and
+// which registered audiences would accept it. Claims of a token whose
+// signature did not verify are reported but never matched to an audience.
+func (v *Validator) Inspect(ctx context.Context, token string) Inspection {
+	tok := cleanToken(token)
+	t, m := parseCompact(tok, v.maxBytes)
+	if m != nil {
+		f := malformedVerdict(m)
+		return Inspection{Signature: ReasonMalformed, Message: f.Message, Hint: f.Hint}
+	}
+	in := Inspection{Header: t.header, Claims: t.toClaims()}
+	vt, ik, fail := v.verify(ctx, tok)
+	if fail != nil {
+		in.Signature, in.Message, in.Hint = fail.Reason, fail.Message, fail.Hint
+		return in
+	}
+	in.Signature = ReasonValid
+	for _, a := range v.audiences {
+		if len(v.checkClaims(ik, vt, a.Audience, nil)) == 0 {
+			in.Audiences = append(in.Audiences, a)
+		}
+	}
+	in.Message = fmt.Sprintf("signature verified with key %q of %s", vt.kid, ik.cfg.Issuer)
+	switch {
+	case len(in.Audiences) > 0:
+		in.Message += "; accepted by " + describeAudiences(in.Audiences)
+	case len(v.audiences) > 0:
+		viol := v.checkClaims(ik, vt, "\x00", nil)
+		in.Message += "; no registered audience accepts it"
+		if len(viol) > 0 && viol[0].Reason != ReasonAudienceMismatch {
+			in.Message += " (" + viol[0].Message + ")"
+		}
+	}
+	return in
+}
+
+// verify runs the checks up to and including the signature, in the
+// contract's order; it returns the verified token and its issuer, or the
+// verdict of the first failed check.
+func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issuerKeys, *Verdict) {
+	t, m := parseCompact(tok, v.maxBytes)
+	if m != nil {
+		return nil, nil, malformedVerdict(m)
+	}
+	ik := v.issuers[t.claims.iss]
+	if !t.claims.hasIss {
+		ik = nil
+	}
+	allowed := v.allAlgs
+	if ik != nil {
+		allowed = ik.cfg.Algorithms
+	}
+	spec, known := algSpecs[t.alg]
+	if !t.hasAlg || !known || !slices.Contains(allowed, t.alg) {
+		return nil, nil, algorithmVerdict(t, allowed)
+	}
+	if ik == nil {
+		return nil, nil, v.untrustedIssuerVerdict(t)
+	}
+	ks := ik.keys()
+	if ks == nil {
+		ik.refreshForToken(ctx)
+		if ks = ik.keys(); ks == nil {
+			return nil, nil, keysUnavailableVerdict(ik)
+		}
+	}
+	key, ambiguous := ks.pick(t.kid, spec)
+	if key == nil && !ambiguous {
+		ik.refreshForToken(ctx)
+		ks = ik.keys()
+		key, ambiguous = ks.pick(t.kid, spec)
+	}
+	if key == nil {
+		return nil, nil, v.unknownKeyVerdict(t, ik, ks, ambiguous)
+	}
+	if why := key.fits(t.alg, spec); why != "" {
+		return nil, nil, &Verdict{
+			Reason:   ReasonUnsupportedAlgorithm,
+			Message:  "algorithm does not match the key: " + why,
+			Hint:     "the token's alg header must match the type of the key it names; a mismatch is how key-confusion attacks work, so usher never tries another algorithm",
+			Mismatch: &Mismatch{Claim: "alg", Expected: algsFor(key), Actual: []string{t.alg}},
+		}
+	}
+	if !key.verify(spec, t.signingInput, t.signature) {
+		return nil, nil, invalidSignatureVerdict(t, ik)
+	}
+	if t.kid == "" {
+		t.kid = key.kid
+	}
+	return t, ik, nil
+}
+
+// pick finds the key for a kid; a token without kid may use the issuer's
+// only key of the right type. ambiguous is true when several could fit.
+func (ks *keySet) pick(kid string, spec algSpec) (*verifyKey, bool) {
+	if kid != "" {
+		return ks.byKID[kid], false
+	}
+	var found *verifyKey
+	n := 0
+	for _, k := range ks.keys {
+		if k.kty == spec.kty && (spec.crv == "" || k.crv == spec.crv) {
+			found = k
+			n++
+		}
+	}
+	if n == 1 {
+		return found, false
+	}
+	return nil, n > 1
+}
+
+func algsFor(k *verifyKey) []string {
+	if k.alg != "" {
+		return []string{k.alg}
+	}
+	var out []string
+	for _, a := range DefaultAlgorithms {
+		s := algSpecs[a]
+		if s.kty == k.kty && (s.crv == "" || s.crv == k.crv) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// checkClaims runs the checks after the signature, in order, and returns
+// every one that failed.
+func (v *Validator) checkClaims(ik *issuerKeys, t *parsedToken, audience string, scopes []string) []Violation {
+	var out []Violation
+	c := &t.claims
+	cfg := &ik.cfg
+	now := v.now()
+	leeway := time.Duration(cfg.Leeway)
+
+	if cfg.TokenType != "" && !sameMediaType(t.typ, cfg.TokenType) {
+		out = append(out, wrongTypeViolation(t, cfg.TokenType))
+	}
+	if c.hasExp {
+		exp := numericDate(c.exp)
+		if now.After(exp.Add(leeway)) {
+			out = append(out, expiredViolation(now, exp, leeway))
+		}
+	}
+	if c.hasNbf {
+		if nbf := numericDate(c.nbf); nbf.After(now.Add(leeway)) {
+			out = append(out, notYetValidViolation("nbf", now, nbf, leeway))
+		}
+	}
+	if c.hasIat && (!c.hasNbf || !numericDate(c.nbf).After(now.Add(leeway))) {
+		if iat := numericDate(c.iat); iat.After(now.Add(leeway)) {
+			out = append(out, notYetValidViolation("iat", now, iat, leeway))
+		}
+	}
+	for _, name := range cfg.RequiredClaims {
+		if _, ok := t.payload[name]; !ok {
+			out = append(out, missingClaimViolation(name, ik.cfg.Issuer))
+		}
+	}
+	auds := t.audiences(cfg.AudienceClaims)
+	if audience == "" || !slices.Contains(auds, audience) {
+		out = append(out, v.audienceViolation(t, auds, audience))
+	}
+	if missing := missingScopes(c.scopes, scopes); len(missing) > 0 {
+		out = append(out, scopeViolation(c.scopes, scopes, missing))
+	}
+	return out
+}
+
+// audiences reads the audience values from the configured claims.
+func (t *parsedToken) audiences(claims []string) []string {
+	if len(claims) == 1 && claims[0] == "aud" {
+		return t.claims.aud
+	}
+	var out []string
+	for _, name := range claims {
+		if name == "aud" {
+			out = append(out, t.claims.aud...)
+			continue
+		}
+		if vals, m := stringOrStrings(name, t.payload[name]); m == nil {
+			out = append(out, vals...)
+		}
+	}
+	return out
+}
+
+func missingScopes(granted, required []string) []string {
+	var missing []string
+	for _, s := range required {
+		if !slices.Contains(granted, s) {
+			missing = append(missing, s)
+		}
+	}
+	return missing
+}
+
+// sameMediaType compares typ values as RFC 7515 §4.1.9 says: case-insensitive,
+// with an omitted "application/" prefix.
+func sameMediaType(got, want string) bool {
+	norm := func(s string) string {
+		s = strings.ToLower(s)
+		return strings.TrimPrefix(s, "application/")
+	}
+	return got != "" && norm(got) == norm(want)
+}
+
+func numericDate(f float64) time.Time {
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)).UTC()
+}
+
+func (t *parsedToken) toClaims() *Claims {
+	c := &t.claims
+	out := &Claims{
+		Issuer: c.iss, Subject: c.sub, Audience: c.aud, Scopes: c.scopes,
+		ClientID: c.clientID, JWTID: c.jti,
+		KeyID: t.kid, Algorithm: t.alg, TokenType: t.typ,
+		Raw: t.payload,
+	}
+	if out.ClientID == "" {
+		out.ClientID = c.azp
+	}
+	if c.hasExp {
+		out.ExpiresAt = numericDate(c.exp)
+	}
+	if c.hasIat {
+		out.IssuedAt = numericDate(c.iat)
+	}
+	if c.hasNbf {
+		out.NotBefore = numericDate(c.nbf)
+	}
+	return out
+}

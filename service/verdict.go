@@ -1,0 +1,126 @@
+package service
+
+import "time"
+
+// Reason is the outcome of a validation. Its values are those of usher.v1.Reason.
+type Reason int32
+
+// The reasons, in the order the checks run (see the contract, section 2).
+const (
+	ReasonUnspecified          Reason = 0
+	ReasonValid                Reason = 1
+	ReasonMalformed            Reason = 2
+	ReasonUnsupportedAlgorithm Reason = 3
+	ReasonUntrustedIssuer      Reason = 4
+	ReasonUnknownKey           Reason = 5
+	ReasonInvalidSignature     Reason = 6
+	ReasonWrongTokenType       Reason = 7
+	ReasonExpired              Reason = 8
+	ReasonNotYetValid          Reason = 9
+	ReasonMissingClaim         Reason = 10
+	ReasonAudienceMismatch     Reason = 11
+	ReasonInsufficientScope    Reason = 12
+	ReasonKeysUnavailable      Reason = 13
+)
+
+var reasonNames = [...]string{
+	"UNSPECIFIED", "VALID", "MALFORMED", "UNSUPPORTED_ALGORITHM", "UNTRUSTED_ISSUER", "UNKNOWN_KEY",
+	"INVALID_SIGNATURE", "WRONG_TOKEN_TYPE", "EXPIRED", "NOT_YET_VALID", "MISSING_CLAIM",
+	"AUDIENCE_MISMATCH", "INSUFFICIENT_SCOPE", "KEYS_UNAVAILABLE",
+}
+
+// String is the reason's name without the REASON_ prefix, e.g. "AUDIENCE_MISMATCH".
+func (r Reason) String() string {
+	if r < 0 || int(r) >= len(reasonNames) {
+		return "UNSPECIFIED"
+	}
+	return reasonNames[r]
+}
+
+// Verdict is the answer about one token. A bad token is a Verdict, never an error.
+type Verdict struct {
+	// Reason is ReasonValid, or the first check that failed.
+	Reason Reason
+	// Message is one sentence for a log line.
+	Message string
+	// Hint says what to do about it; empty when valid.
+	Hint string
+	// Mismatch holds expected and actual values for a reason about a claim.
+	Mismatch *Mismatch
+	// Claims is set whenever the signature verified.
+	Claims *Claims
+	// Violations lists every failed check after the signature, in order;
+	// Violations[0] is the Reason.
+	Violations []Violation
+}
+
+// Valid reports whether every check passed.
+func (v *Verdict) Valid() bool { return v.Reason == ReasonValid }
+
+// Mismatch names a claim and its expected and actual values.
+type Mismatch struct {
+	Claim    string
+	Expected []string
+	Actual   []string
+}
+
+// Violation is one failed check after the signature.
+type Violation struct {
+	Reason   Reason
+	Message  string
+	Hint     string
+	Mismatch *Mismatch
+}
+
+// Claims are the claims of a token and the header fields that matter.
+// Times are zero when the claim is absent.
+type Claims struct {
+	Issuer    string
+	Subject   string
+	Audience  []string
+	Scopes    []string
+	ClientID  string // client_id, or azp
+	ExpiresAt time.Time
+	IssuedAt  time.Time
+	NotBefore time.Time
+	JWTID     string
+	KeyID     string
+	Algorithm string
+	TokenType string
+	// Raw holds every payload claim as decoded from JSON.
+	Raw map[string]any
+}
+
+// KnownAudience is an entry of the audiences registry.
+type KnownAudience struct {
+	Audience string
+	Name     string
+}
+
+// Inspection is what InspectToken reports: the token decoded whether or not
+// it verifies, with the signature's status.
+type Inspection struct {
+	// Header is the decoded protected header; nil when the token is malformed.
+	Header map[string]any
+	// Claims are decoded even when the signature did not verify; nil when
+	// the token is malformed.
+	Claims *Claims
+	// Signature is ReasonValid when a trusted key verifies it, else why not.
+	Signature Reason
+	// Audiences are the registered audiences that would accept the token
+	// (empty unless the signature verified).
+	Audiences []KnownAudience
+	Message   string
+	Hint      string
+}
+
+// IssuerStatus is what usher believes about one issuer now.
+type IssuerStatus struct {
+	Issuer      string
+	JWKSURI     string
+	KeyIDs      []string
+	Algorithms  []string
+	LastRefresh time.Time
+	LastError   string
+	NextRefresh time.Time
+}
