@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -88,12 +89,13 @@ type Duration time.Duration
 
 // UnmarshalYAML reads a duration string such as "30s" or "5m".
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	// A *yaml.TypeError lets the decoder go on and report every problem.
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as \"30s\", found a %s", n.Line, kindName(n.Kind))
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a duration such as \"30s\", found a %s", n.Line, kindName(n.Kind))}}
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (write e.g. \"30s\" or \"5m\")", n.Line, n.Value)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration (write e.g. \"30s\" or \"5m\")", n.Line, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -130,13 +132,82 @@ func ParseConfig(b []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	var cfg Config
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, decodeError(b, err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// decodeError turns the YAML decoder's "line N: ..." errors into one line
+// each that names the key at that line, e.g.
+// `issuers[0].leeway: "abc" is not a duration ... (line 4)`.
+func decodeError(b []byte, err error) error {
+	msgs := []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	}
+	var root yaml.Node
+	tree := yaml.Unmarshal(b, &root) == nil
+	errs := make([]error, 0, len(msgs))
+	for _, m := range msgs {
+		var line int
+		if _, err := fmt.Sscanf(m, "line %d:", &line); err == nil && tree {
+			if key := keyAtLine(&root, "", line); key != "" {
+				what := strings.TrimSpace(m[strings.IndexByte(m, ':')+1:])
+				if strings.HasPrefix(what, "field ") && strings.Contains(what, " not found in type ") {
+					what = "unknown key (misspelt?)"
+				}
+				m = fmt.Sprintf("%s: %s (line %d)", key, what, line)
+			}
+		}
+		errs = append(errs, errors.New(m))
+	}
+	return errors.Join(errs...)
+}
+
+// keyAtLine returns the path (e.g. issuers[0].leeway) of the innermost key or
+// list item on line, or "" when none is.
+func keyAtLine(n *yaml.Node, path string, line int) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if k := keyAtLine(c, path, line); k != "" {
+				return k
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			if k.Line == line && v.Line == line {
+				return p // a scalar or a flow collection on the key's line
+			}
+			if inner := keyAtLine(v, p, line); inner != "" {
+				return inner
+			}
+			if k.Line == line {
+				return p
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			if inner := keyAtLine(c, p, line); inner != "" {
+				return inner
+			}
+			if c.Line == line {
+				return p
+			}
+		}
+	}
+	return ""
 }
 
 // Validate fills in defaults and reports every problem at once, one line each,

@@ -225,7 +225,8 @@ type issuerKeys struct {
 	ctrl       httprc.Controller
 	res        atomic.Pointer[httprc.ResourceBase[*keySet]]
 	fetches    singleflight.Group
-	lastForced atomic.Int64 // unix nanoseconds of the last token-driven refresh
+	lastForced atomic.Int64                  // unix nanoseconds of the last token-driven refresh
+	forced     atomic.Pointer[chan struct{}] // closed when that refresh is done
 
 	triedOnce sync.Once
 	tried     chan struct{} // closed after the first fetch attempt
@@ -296,9 +297,18 @@ func (ik *issuerKeys) refreshForToken(ctx context.Context) {
 	now := time.Now().UnixNano()
 	last := ik.lastForced.Load()
 	if now-last < int64(ik.cfg.UnknownKIDCooldown) || !ik.lastForced.CompareAndSwap(last, now) {
+		// Within the cooldown: join the refresh still in flight, if any,
+		// so a burst of tokens signed with a freshly rotated key all see it.
+		if done := ik.forced.Load(); done != nil {
+			select {
+			case <-*done:
+			case <-ctx.Done():
+			}
+		}
 		return
 	}
 	done := make(chan struct{})
+	ik.forced.Store(&done)
 	go func() {
 		defer close(done)
 		_ = ik.fetchShared(ik.bg)

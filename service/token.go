@@ -109,9 +109,6 @@ func parseCompact(tok string, maxBytes int) (*parsedToken, *malformed) {
 	if p64 == "" {
 		return nil, bad("payload", "empty segment (a detached payload is not accepted)")
 	}
-	if s64 == "" {
-		return nil, bad("signature", "empty segment: the token is unsigned")
-	}
 	hb, err := b64(h64)
 	if err != nil {
 		return nil, bad("header", "%v", err)
@@ -130,6 +127,11 @@ func parseCompact(tok string, maxBytes int) (*parsedToken, *malformed) {
 	}
 	if m := t.readHeader(); m != nil {
 		return nil, m
+	}
+	// An unsecured JWS (RFC 7515 §A.5, alg "none") has an empty signature:
+	// it is well-formed and refused by the algorithm check, which says why.
+	if s64 == "" && !strings.EqualFold(t.alg, "none") {
+		return nil, bad("signature", "empty segment: the token is unsigned")
 	}
 	if t.payload, err = decodeObject(pb); err != nil {
 		return nil, bad("payload", "%v", err)

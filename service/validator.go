@@ -99,7 +99,7 @@ func (v *Validator) Audiences() []KnownAudience { return slices.Clone(v.audience
 // requires every scope in scopes. The token may carry a "Bearer " prefix.
 // An empty audience never matches: it is a caller bug, and fails closed.
 func (v *Validator) Validate(ctx context.Context, token, audience string, scopes []string) Verdict {
-	t, ik, fail := v.verify(ctx, cleanToken(token))
+	t, ik, fail := v.verify(ctx, v.clean(token))
 	if fail != nil {
 		return *fail
 	}
@@ -116,7 +116,7 @@ func (v *Validator) Validate(ctx context.Context, token, audience string, scopes
 // which registered audiences would accept it. Claims of a token whose
 // signature did not verify are reported but never matched to an audience.
 func (v *Validator) Inspect(ctx context.Context, token string) Inspection {
-	tok := cleanToken(token)
+	tok := v.clean(token)
 	t, m := parseCompact(tok, v.maxBytes)
 	if m != nil {
 		f := malformedVerdict(m)
@@ -146,6 +146,20 @@ func (v *Validator) Inspect(ctx context.Context, token string) Inspection {
 		}
 	}
 	return in
+}
+
+// maxWrapperBytes is the room left beyond max_token_bytes for a "Bearer "
+// prefix and surrounding white space.
+const maxWrapperBytes = 256
+
+// clean strips the "Bearer " prefix and white space. An input too long to
+// hold a token within the limit is left as it is, so that parseCompact
+// refuses it by its length without scanning it.
+func (v *Validator) clean(token string) string {
+	if len(token) > v.maxBytes+maxWrapperBytes {
+		return token
+	}
+	return cleanToken(token)
 }
 
 // verify runs the checks up to and including the signature, in the

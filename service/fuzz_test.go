@@ -1,0 +1,105 @@
+package service_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usher-dev/usher/service"
+)
+
+const fuzzIssuer = "https://fuzz.usher.test"
+
+// fuzzFixture is a validator over a static key set whose Ed25519 key is
+// derived from a fixed seed, so that the corpus can hold a token it signed
+// (Ed25519 signatures are deterministic), and that valid token.
+func fuzzFixture(t testing.TB) (*service.Validator, string) {
+	t.Helper()
+	seed := sha256.Sum256([]byte("usher FuzzValidate key"))
+	k := &testKey{kid: "fuzz-1", alg: "EdDSA", priv: ed25519.NewKeyFromSeed(seed[:])}
+	cfg := &service.Config{
+		Issuers:   []service.IssuerConfig{{Issuer: fuzzIssuer, JWKSFile: writeJWKS(t, k)}},
+		Audiences: testAudiences,
+	}
+	v, err := service.NewValidator(t.Context(), cfg, service.WithClock(func() time.Time { return testNow }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, k.token(t, claims(fuzzIssuer))
+}
+
+// bare is the token inside a request value: surrounding white space and a
+// "Bearer " prefix (any case) removed, as the contract says.
+func bare(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 7 && strings.EqualFold(s[:7], "bearer ") {
+		s = strings.TrimSpace(s[7:])
+	}
+	return s
+}
+
+func FuzzValidate(f *testing.F) {
+	v, valid := fuzzFixture(f)
+	p := segments(valid)
+	f.Add(valid)
+	f.Add("Bearer " + valid)
+	f.Add(p[0] + "." + p[1] + "." + p[2][:len(p[2])-2] + "AA")
+	f.Add(p[0] + "." + p[1] + ".")
+	f.Add(p[0] + "." + p[1])
+	f.Add(segment(f, map[string]any{"alg": "none"}) + "." + p[1] + ".")
+	f.Add(segment(f, map[string]any{"alg": "RSA-OAEP", "enc": "A256GCM"}) + ".YQ.YQ.YQ.YQ")
+	f.Add(`{"payload":"` + p[1] + `","signatures":[]}`)
+	f.Add("")
+
+	f.Fuzz(func(t *testing.T, tok string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		got := v.Validate(ctx, tok, "api/users", nil)
+		if got.Reason == service.ReasonUnspecified || got.Reason.String() == "UNSPECIFIED" {
+			t.Fatalf("reason %d for %q", got.Reason, tok)
+		}
+		if got.Reason == service.ReasonValid && bare(tok) != valid {
+			t.Fatalf("a token other than the valid seed verified: %q", tok)
+		}
+		if len(tok) < 1024 && bare(tok) == valid && got.Reason != service.ReasonValid {
+			t.Fatalf("the valid seed came back %v: %s", got.Reason, got.Message)
+		}
+		if (got.Claims != nil) != verified(got.Reason) {
+			t.Fatalf("claims %v with reason %v", got.Claims != nil, got.Reason)
+		}
+		if got.Reason != service.ReasonValid && (got.Message == "" || got.Hint == "") {
+			t.Fatalf("%v without message or hint", got.Reason)
+		}
+		if in := v.Inspect(ctx, tok); in.Signature == service.ReasonUnspecified || (in.Signature == service.ReasonValid) != (got.Claims != nil) {
+			t.Fatalf("inspect signature %v, validate %v", in.Signature, got.Reason)
+		}
+	})
+}
+
+// The corpus's valid seed is the token the fixture signs, so the fuzz
+// property above is checked against a token that really verifies.
+func TestFuzzCorpusValidSeed(t *testing.T) {
+	v, valid := fuzzFixture(t)
+	b, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzValidate", "valid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 || lines[0] != "go test fuzz v1" || !strings.HasPrefix(lines[1], "string(") {
+		t.Fatalf("corpus file %q", b)
+	}
+	seed, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lines[1], "string("), ")"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seed != valid {
+		t.Fatalf("corpus seed %q is not the fixture's valid token %q", seed, valid)
+	}
+	checkVerdict(t, v.Validate(testContext(t), seed, "api/users", nil), service.ReasonValid)
+}

@@ -1,0 +1,208 @@
+package service_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usher-dev/usher/service"
+)
+
+func TestHints(t *testing.T) {
+	ctx := testContext(t)
+	k := newEdKey(t, "ed-1")
+	ti := newTestIssuer(t, k)
+	slow := ti.config(time.Minute)
+	slow.Issuer, slow.Leeway = "https://slow.usher.test", service.Duration(45*time.Second)
+	down := closedURL(t)
+	v := newValidator(t, ctx, ti.config(time.Minute), slow, service.IssuerConfig{Issuer: down, JWKSURI: down + "/keys.json"})
+	iss := ti.URL()
+
+	for _, c := range []struct {
+		name     string
+		token    string
+		audience string
+		scopes   []string
+		want     service.Reason
+		message  string   // exact, when set
+		hint     string   // exact, when set
+		contains []string // in the hint
+	}{
+		{
+			name: "Users API token at the Invoices API", token: k.token(t, claims(iss)), audience: "api/invoices", want: service.ReasonAudienceMismatch,
+			message: "token audience [api/users] does not include api/invoices",
+			hint:    `this token was issued for Users API (api/users); ask the issuer for a token with audience api/invoices (OAuth 2.0 "audience" or RFC 8707 "resource" parameter)`,
+		},
+		{
+			name: "two registered audiences", token: k.token(t, claims(iss, "aud", []string{"api/users", "api/invoices"})), audience: "api/orders", want: service.ReasonAudienceMismatch,
+			message:  "token audience [api/users api/invoices] does not include api/orders",
+			contains: []string{"Users API (api/users)", "Invoices API (api/invoices)", "audience api/orders"},
+		},
+		{
+			name: "unregistered audience", token: k.token(t, claims(iss, "aud", "api/other")), audience: "api/invoices", want: service.ReasonAudienceMismatch,
+			contains: []string{"audience api/invoices"},
+		},
+		{
+			name: "no audience", token: k.token(t, claims(iss, "aud", absent)), audience: "api/invoices", want: service.ReasonAudienceMismatch,
+			contains: []string{"names no API", "api/invoices"},
+		},
+		{
+			name: "aud with a trailing slash", token: k.token(t, claims(iss, "aud", "api/users/")), want: service.ReasonAudienceMismatch,
+			contains: []string{"trailing slash", `"api/users/"`, `"api/users"`},
+		},
+		{
+			name: "aud in another case", token: k.token(t, claims(iss, "aud", "API/Users")), want: service.ReasonAudienceMismatch,
+			contains: []string{"letter case", `"API/Users"`},
+		},
+		{
+			name: "aud with white space", token: k.token(t, claims(iss, "aud", " api/users")), want: service.ReasonAudienceMismatch,
+			contains: []string{"white space"},
+		},
+		{
+			name: "aud URL with another scheme", token: k.token(t, claims(iss, "aud", "http://api.example.com/users")), audience: "https://api.example.com/users", want: service.ReasonAudienceMismatch,
+			contains: []string{"scheme"},
+		},
+		{
+			name: "iss with a trailing slash", token: k.token(t, claims(iss+"/")), want: service.ReasonUntrustedIssuer,
+			contains: []string{"trailing slash", `"` + iss + `/"`, `"` + iss + `"`},
+		},
+		{
+			name: "iss in another case", token: k.token(t, claims(strings.ToUpper(iss))), want: service.ReasonUntrustedIssuer,
+			contains: []string{"letter case"},
+		},
+		{
+			name: "iss over https", token: k.token(t, claims("https"+strings.TrimPrefix(iss, "http"))), want: service.ReasonUntrustedIssuer,
+			contains: []string{"scheme (https vs http)"},
+		},
+		{
+			name: "iss unknown", token: k.token(t, claims("https://evil.example")), want: service.ReasonUntrustedIssuer,
+			contains: []string{`"https://evil.example"`, iss},
+		},
+		{
+			name: "expired 90s ago", token: k.token(t, claims(iss, "exp", testNow.Add(-90*time.Second).Unix())), want: service.ReasonExpired,
+			message:  "token expired 1m30s ago (exp " + testNow.Add(-90*time.Second).Format(time.RFC3339) + ", leeway 30s)",
+			contains: []string{"1m30s ago", "leeway of 30s"},
+		},
+		{
+			name: "expired with a configured leeway", token: k.token(t, claims(slow.Issuer, "exp", testNow.Add(-2*time.Hour).Unix())), want: service.ReasonExpired,
+			contains: []string{"2h0m0s ago", "leeway of 45s"},
+		},
+		{
+			name: "issued in the future", token: k.token(t, claims(iss, "iat", testNow.Add(10*time.Minute).Unix())), want: service.ReasonNotYetValid,
+			contains: []string{"iat", "10m0s", "clock"},
+		},
+		{
+			name: "unknown kid", token: sign(t, map[string]any{"alg": "EdDSA", "kid": "2019-old"}, claims(iss), "EdDSA", k.priv), want: service.ReasonUnknownKey,
+			contains: []string{"ed-1", "fetched"},
+		},
+		{
+			name: "ID token", token: k.token(t, claims(iss, "aud", "spa-client", "azp", "spa-client", "nonce", "abc", "scope", absent)), want: service.ReasonAudienceMismatch,
+			contains: []string{"ID token", "access token", "audience api/users"},
+		},
+		{
+			name: "missing scope", token: k.token(t, claims(iss, "scope", "users.read")), scopes: []string{"users.read", "users.delete"}, want: service.ReasonInsufficientScope,
+			message:  "token lacks scope users.delete (granted: users.read)",
+			contains: []string{`scope "users.delete"`},
+		},
+		{
+			name: "missing exp", token: k.token(t, claims(iss, "exp", absent)), want: service.ReasonMissingClaim,
+			contains: []string{"required_claims", "exp"},
+		},
+		{
+			name: "HS256", token: sign(t, map[string]any{"alg": "HS256"}, claims(iss), "HS256", []byte("secret")), want: service.ReasonUnsupportedAlgorithm,
+			contains: []string{"key-confusion", "EdDSA"},
+		},
+		{
+			name: "JWE", token: segment(t, map[string]any{"alg": "dir", "enc": "A128GCM"}) + "..YQ.YQ.YQ", want: service.ReasonMalformed,
+			contains: []string{"encrypted"},
+		},
+		{
+			name: "keys unavailable", token: k.token(t, claims(down)), want: service.ReasonKeysUnavailable,
+			contains: []string{"not the token's fault", down + "/keys.json"},
+		},
+		{
+			name: "forged", token: k.like(t, "ed-1").token(t, claims(iss)), want: service.ReasonInvalidSignature,
+			contains: []string{"fresh token", iss},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			aud := c.audience
+			if aud == "" {
+				aud = "api/users"
+			}
+			got := v.Validate(ctx, c.token, aud, c.scopes)
+			checkVerdict(t, got, c.want)
+			if c.message != "" && got.Message != c.message {
+				t.Errorf("message = %q, want %q", got.Message, c.message)
+			}
+			if c.hint != "" && got.Hint != c.hint {
+				t.Errorf("hint = %q, want %q", got.Hint, c.hint)
+			}
+			for _, w := range c.contains {
+				if !strings.Contains(got.Hint, w) {
+					t.Errorf("hint %q does not contain %q", got.Hint, w)
+				}
+			}
+		})
+	}
+}
+
+func TestInspect(t *testing.T) {
+	ctx := testContext(t)
+	k := newRSAKey(t, "rsa-1")
+	ti := newTestIssuer(t, k)
+	v := newValidator(t, ctx, ti.config(time.Minute))
+	iss := ti.URL()
+	users := service.KnownAudience{Audience: "api/users", Name: "Users API"}
+	invoices := service.KnownAudience{Audience: "api/invoices", Name: "Invoices API"}
+
+	t.Run("valid", func(t *testing.T) {
+		in := v.Inspect(ctx, "Bearer "+k.token(t, claims(iss)))
+		if in.Signature != service.ReasonValid || !slices.Equal(in.Audiences, []service.KnownAudience{users}) {
+			t.Fatalf("inspection %+v", in)
+		}
+		if in.Header["kid"] != "rsa-1" || in.Header["alg"] != "RS256" || in.Claims == nil || in.Claims.Subject != "user-42" || in.Claims.KeyID != "rsa-1" {
+			t.Fatalf("header %v claims %+v", in.Header, in.Claims)
+		}
+		if !strings.Contains(in.Message, "Users API (api/users)") || !strings.Contains(in.Message, `"rsa-1"`) {
+			t.Fatalf("message %q", in.Message)
+		}
+	})
+	t.Run("two audiences", func(t *testing.T) {
+		in := v.Inspect(ctx, k.token(t, claims(iss, "aud", []string{"api/invoices", "api/users"})))
+		if in.Signature != service.ReasonValid || !slices.Equal(in.Audiences, []service.KnownAudience{users, invoices}) {
+			t.Fatalf("inspection %+v", in)
+		}
+	})
+	t.Run("forged", func(t *testing.T) {
+		in := v.Inspect(ctx, k.like(t, "rsa-1").token(t, claims(iss, "sub", "admin")))
+		if in.Signature != service.ReasonInvalidSignature || len(in.Audiences) != 0 {
+			t.Fatalf("inspection %+v", in)
+		}
+		if in.Claims == nil || in.Claims.Subject != "admin" || !slices.Equal(in.Claims.Audience, []string{"api/users"}) || in.Header["kid"] != "rsa-1" {
+			t.Fatalf("claims of a forged token not decoded: %+v", in.Claims)
+		}
+		if in.Message == "" || in.Hint == "" {
+			t.Fatalf("no diagnosis: %+v", in)
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		in := v.Inspect(ctx, k.token(t, claims(iss, "exp", testNow.Add(-time.Hour).Unix())))
+		if in.Signature != service.ReasonValid || len(in.Audiences) != 0 || !strings.Contains(in.Message, "expired") {
+			t.Fatalf("inspection %+v", in)
+		}
+	})
+	t.Run("alg none", func(t *testing.T) {
+		in := v.Inspect(ctx, segment(t, map[string]any{"alg": "none"})+"."+segment(t, claims(iss))+".")
+		if in.Signature != service.ReasonUnsupportedAlgorithm || len(in.Audiences) != 0 || in.Claims == nil || in.Claims.Issuer != iss {
+			t.Fatalf("inspection %+v", in)
+		}
+	})
+	t.Run("malformed", func(t *testing.T) {
+		in := v.Inspect(ctx, "not.a.token")
+		if in.Signature != service.ReasonMalformed || in.Claims != nil || in.Header != nil || in.Message == "" {
+			t.Fatalf("inspection %+v", in)
+		}
+	})
+}
