@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
+	"github.com/usher-dev/usher/service/devissuer"
+)
+
+// clientFlags are the flags of every command that calls a running usher.
+type clientFlags struct {
+	addr    string
+	json    bool
+	timeout time.Duration
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:50051", "address of a running usher")
+	fs.BoolVar(&c.json, "json", false, "print the response as protobuf JSON")
+	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "deadline of the call")
+}
+
+func (c *clientFlags) dial() (usherv1.TokenServiceClient, func(), error) {
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to usher at %s: %w", c.addr, err)
+	}
+	return usherv1.NewTokenServiceClient(conn), func() { conn.Close() }, nil
+}
+
+func callError(addr string, err error) error {
+	return fmt.Errorf("usher at %s: %w (is `usher dev` or `usher serve` running there? set --addr)", addr, err)
+}
+
+// readToken takes the one positional argument; "-" reads stdin.
+func readToken(pos []string, stdin io.Reader) (string, error) {
+	if len(pos) != 1 {
+		return "", usageError{fmt.Sprintf("want exactly one TOKEN argument (or - for stdin), got %d", len(pos))}
+	}
+	if pos[0] != "-" {
+		return pos[0], nil
+	}
+	b, err := io.ReadAll(io.LimitReader(bufio.NewReader(stdin), 1<<20))
+	if err != nil {
+		return "", fmt.Errorf("read token from stdin: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func runValidate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("usher validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	cf.register(fs)
+	audience := fs.String("audience", "", "the audience of the API the token is sent to (required)")
+	var scopes stringList
+	fs.Var(&scopes, "scope", "a scope the API requires (repeatable)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if *audience == "" {
+		return usageError{"validate: --audience is required: the audience your API answers to, e.g. api/invoices"}
+	}
+	tok, err := readToken(pos, stdin)
+	if err != nil {
+		return err
+	}
+	c, closeConn, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: *audience, RequiredScopes: scopes})
+	if err != nil {
+		return callError(cf.addr, err)
+	}
+	if cf.json {
+		err = printJSON(stdout, resp)
+	} else {
+		printVerdict(stdout, resp, time.Now())
+	}
+	if err == nil && !resp.GetValid() {
+		return errNotValid
+	}
+	return err
+}
+
+func runInspect(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("usher inspect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	cf.register(fs)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	tok, err := readToken(pos, stdin)
+	if err != nil {
+		return err
+	}
+	c, closeConn, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	resp, err := c.InspectToken(ctx, &usherv1.InspectTokenRequest{Token: tok})
+	if err != nil {
+		return callError(cf.addr, err)
+	}
+	if cf.json {
+		return printJSON(stdout, resp)
+	}
+	printInspection(stdout, resp, time.Now())
+	return nil
+}
+
+func reasonName(r usherv1.Reason) string { return strings.TrimPrefix(r.String(), "REASON_") }
+
+func printVerdict(w io.Writer, r *usherv1.ValidateTokenResponse, now time.Time) {
+	if r.GetValid() {
+		fmt.Fprintf(w, "VALID  %s\n", r.GetMessage())
+	} else {
+		fmt.Fprintf(w, "%s  %s\n", reasonName(r.GetReason()), r.GetMessage())
+	}
+	if m := r.GetMismatch(); m != nil {
+		fmt.Fprintf(w, "  expected %s: %s\n", m.GetClaim(), listOrNone(m.GetExpected()))
+		fmt.Fprintf(w, "  actual   %s: %s\n", m.GetClaim(), listOrNone(m.GetActual()))
+	}
+	if h := r.GetHint(); h != "" {
+		fmt.Fprintf(w, "  hint: %s\n", h)
+	}
+	for _, v := range r.GetViolations()[min(1, len(r.GetViolations())):] {
+		fmt.Fprintf(w, "  also %s: %s\n", reasonName(v.GetReason()), v.GetMessage())
+	}
+	printClaims(w, r.GetClaims(), now)
+}
+
+func printInspection(w io.Writer, r *usherv1.InspectTokenResponse, now time.Time) {
+	fmt.Fprintf(w, "signature  %s  %s\n", reasonName(r.GetSignature()), r.GetMessage())
+	if h := r.GetHint(); h != "" {
+		fmt.Fprintf(w, "  hint: %s\n", h)
+	}
+	if r.GetHeader() != nil {
+		b, _ := json.Marshal(r.GetHeader().AsMap())
+		fmt.Fprintf(w, "  header: %s\n", b)
+	}
+	if r.GetSignature() != usherv1.Reason_REASON_VALID && r.GetClaims() != nil {
+		fmt.Fprintln(w, "  claims below are UNVERIFIED: do not trust them")
+	}
+	printClaims(w, r.GetClaims(), now)
+	if len(r.GetAudiences()) > 0 {
+		var names []string
+		for _, a := range r.GetAudiences() {
+			names = append(names, fmt.Sprintf("%s (%s)", a.GetAudience(), a.GetName()))
+		}
+		fmt.Fprintf(w, "  accepted by: %s\n", strings.Join(names, ", "))
+	}
+}
+
+func printClaims(w io.Writer, c *usherv1.Claims, now time.Time) {
+	if c == nil {
+		return
+	}
+	line := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(w, "  %-9s %s\n", k, v)
+		}
+	}
+	line("iss", c.GetIssuer())
+	line("sub", c.GetSubject())
+	line("aud", strings.Join(c.GetAudience(), " "))
+	line("scope", strings.Join(c.GetScopes(), " "))
+	line("client", c.GetClientId())
+	line("exp", when(c.GetExpiresAt(), now))
+	line("kid/alg", strings.Trim(c.GetKeyId()+" / "+c.GetAlgorithm(), " /"))
+}
+
+func when(ts *timestamppb.Timestamp, now time.Time) string {
+	if ts == nil {
+		return ""
+	}
+	t := ts.AsTime().UTC()
+	d := t.Sub(now).Round(time.Second)
+	if d >= 0 {
+		return fmt.Sprintf("%s (in %s)", t.Format(time.RFC3339), d)
+	}
+	return fmt.Sprintf("%s (%s ago)", t.Format(time.RFC3339), -d)
+}
+
+func listOrNone(v []string) string {
+	if len(v) == 0 {
+		return "(none)"
+	}
+	return strings.Join(v, " ")
+}
+
+func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("usher mint", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	cf.register(fs)
+	audience := fs.String("audience", "", "the audience (API) the token is for (required)")
+	var scopes stringList
+	fs.Var(&scopes, "scope", "a scope to grant (repeatable)")
+	ttl := fs.Duration("ttl", time.Hour, "lifetime; negative mints an already expired token")
+	kid := fs.String("kid", "", "signing key id (dev-rs256, dev-es256, dev-eddsa; any other kid signs with a key the issuer does not publish)")
+	issuer := fs.String("issuer", "", "dev issuer URL (default: asked from the usher at --addr)")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *audience == "" {
+		return usageError{"mint: --audience is required, e.g. --audience api/users"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	iss := *issuer
+	if iss == "" {
+		var err error
+		if iss, err = findDevIssuer(ctx, &cf); err != nil {
+			return err
+		}
+	}
+	tokenURL, err := tokenEndpoint(ctx, iss)
+	if err != nil {
+		return err
+	}
+	form := url.Values{"grant_type": {"client_credentials"}, "audience": {*audience}, "ttl": {ttl.String()}}
+	if len(scopes) > 0 {
+		form.Set("scope", strings.Join(scopes, " "))
+	}
+	if *kid != "" {
+		form.Set("kid", *kid)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(devissuer.ClientID, devissuer.ClientSecret)
+	var out struct {
+		AccessToken string `json:"access_token"`
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	if err := getJSON(req, &out); err != nil {
+		return fmt.Errorf("mint: %w", err)
+	}
+	if out.AccessToken == "" {
+		return fmt.Errorf("mint: token endpoint %s answered %s: %s", tokenURL, out.Error, out.Description)
+	}
+	_, err = fmt.Fprintln(stdout, out.AccessToken)
+	return err
+}
+
+// findDevIssuer asks usher which issuers it trusts and takes the one on loopback.
+func findDevIssuer(ctx context.Context, cf *clientFlags) (string, error) {
+	c, closeConn, err := cf.dial()
+	if err != nil {
+		return "", err
+	}
+	defer closeConn()
+	resp, err := c.ListIssuers(ctx, &usherv1.ListIssuersRequest{})
+	if err != nil {
+		return "", callError(cf.addr, err)
+	}
+	for _, is := range resp.GetIssuers() {
+		if u, err := url.Parse(is.GetIssuer()); err == nil && u.Scheme == "http" {
+			if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() {
+				return is.GetIssuer(), nil
+			}
+		}
+	}
+	return "", errors.New("mint: the usher at " + cf.addr + " trusts no dev issuer on loopback; mint works with `usher dev` (or pass --issuer URL)")
+}
+
+func tokenEndpoint(ctx context.Context, issuer string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(issuer, "/")+"/.well-known/openid-configuration", nil)
+	if err != nil {
+		return "", fmt.Errorf("mint: issuer %q: %w", issuer, err)
+	}
+	var doc struct {
+		TokenEndpoint string `json:"token_endpoint"`
+	}
+	if err := getJSON(req, &doc); err != nil {
+		return "", fmt.Errorf("mint: discovery: %w", err)
+	}
+	if doc.TokenEndpoint == "" {
+		return "", fmt.Errorf("mint: issuer %s has no token_endpoint", issuer)
+	}
+	return doc.TokenEndpoint, nil
+}
+
+func getJSON(req *http.Request, dst any) error {
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, dst); err != nil {
+		return fmt.Errorf("%s answered HTTP %d with non-JSON", req.URL, resp.StatusCode)
+	}
+	return nil
+}

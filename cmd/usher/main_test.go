@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
+	"github.com/usher-dev/usher/service/devissuer"
+)
+
+// syncBuffer is an io.Writer the test can read while run writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var (
+	addrRE     = regexp.MustCompile(`(?m)^  gRPC\s+(\S+)`)
+	usersRE    = regexp.MustCompile(`(?m)^Token for api/users \(Users API\).*\n(\S+)`)
+	invoicesRE = regexp.MustCompile(`(?m)^Token for api/invoices \(Invoices API\).*\n(\S+)`)
+)
+
+// devBanner is what `usher dev` printed: its address and two tokens.
+type devBanner struct{ addr, users, invoices string }
+
+func waitBanner(t *testing.T, read func() string) devBanner {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		out := read()
+		if strings.Contains(out, "Ctrl-C stops.") {
+			a, u, i := addrRE.FindStringSubmatch(out), usersRE.FindStringSubmatch(out), invoicesRE.FindStringSubmatch(out)
+			if a == nil || u == nil || i == nil {
+				t.Fatalf("banner lacks the address or a token:\n%s", out)
+			}
+			return devBanner{addr: a[1], users: u[1], invoices: i[1]}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("usher dev printed no banner within 20s:\n%s", read())
+	return devBanner{}
+}
+
+func dialUsher(t *testing.T, addr string) (usherv1.TokenServiceClient, healthpb.HealthClient) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return usherv1.NewTokenServiceClient(conn), healthpb.NewHealthClient(conn)
+}
+
+func waitServing(t *testing.T, hc healthpb.HealthClient) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for {
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "usher.v1.TokenService"})
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("health never reached SERVING (last: %v, %v)", resp.GetStatus(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// runCmd runs one client command in process and returns its stdout and error.
+func runCmd(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err := run(ctx, args, strings.NewReader(""), &out, &errOut)
+	if err != nil && !errors.Is(err, errNotValid) {
+		t.Logf("usher %s: stderr: %s", strings.Join(args, " "), errOut.String())
+	}
+	return out.String(), err
+}
+
+// TestDev_EndToEnd runs `usher dev` in process on a loopback port and drives
+// it over real gRPC and with the client commands, as a user would.
+func TestDev_EndToEnd(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"dev", "--listen", "127.0.0.1:0"}, strings.NewReader(""), &stdout, &stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("usher dev returned %v after cancel", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("usher dev did not stop within 15s of cancel")
+		}
+	})
+	b := waitBanner(t, stdout.String)
+	c, hc := dialUsher(t, b.addr)
+	waitServing(t, hc)
+
+	call, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ccancel()
+	ok, err := c.ValidateToken(call, &usherv1.ValidateTokenRequest{Token: b.users, ExpectedAudience: "api/users"})
+	if err != nil || !ok.GetValid() || ok.GetReason() != usherv1.Reason_REASON_VALID {
+		t.Fatalf("users token at api/users: %v %v", ok, err)
+	}
+	if got := ok.GetClaims().GetAudience(); len(got) != 1 || got[0] != "api/users" {
+		t.Errorf("claims audience = %v", got)
+	}
+	bad, err := c.ValidateToken(call, &usherv1.ValidateTokenRequest{Token: "Bearer " + b.users, ExpectedAudience: "api/invoices"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad.GetValid() || bad.GetReason() != usherv1.Reason_REASON_AUDIENCE_MISMATCH {
+		t.Fatalf("users token at api/invoices: %v", bad)
+	}
+	m := bad.GetMismatch()
+	if m.GetClaim() != "aud" || strings.Join(m.GetExpected(), ",") != "api/invoices" || strings.Join(m.GetActual(), ",") != "api/users" {
+		t.Errorf("mismatch = %v", m)
+	}
+	if !strings.Contains(bad.GetHint(), "Users API") || !strings.Contains(bad.GetHint(), "api/invoices") {
+		t.Errorf("hint does not name the API the token was issued for and the fix: %q", bad.GetHint())
+	}
+	if bad.GetMessage() != "token audience [api/users] does not include api/invoices" {
+		t.Errorf("message = %q", bad.GetMessage())
+	}
+
+	// The client commands against the same usher.
+	tok, err := runCmd(t, "mint", "--addr", b.addr, "--audience", "api/invoices", "--scope", "invoices.read")
+	if err != nil {
+		t.Fatalf("mint: %v", err)
+	}
+	tok = strings.TrimSpace(tok)
+	if strings.Count(tok, ".") != 2 || strings.ContainsAny(tok, " \n") {
+		t.Fatalf("mint printed %q, want one compact JWS alone", tok)
+	}
+	out, err := runCmd(t, "validate", "--addr", b.addr, "--audience", "api/invoices", "--scope", "invoices.read", tok)
+	if err != nil || !strings.HasPrefix(out, "VALID") {
+		t.Errorf("validate minted invoices token: err=%v out:\n%s", err, out)
+	}
+	out, err = runCmd(t, "validate", "--addr", b.addr, "--audience", "api/users", tok)
+	if !errors.Is(err, errNotValid) || !strings.HasPrefix(out, "AUDIENCE_MISMATCH") || !strings.Contains(out, "Invoices API (api/invoices)") {
+		t.Errorf("validate invoices token at api/users: err=%v out:\n%s", err, out)
+	}
+	out, err = runCmd(t, "validate", "--addr", b.addr, "--audience", "api/invoices", "--scope", "invoices.write", tok)
+	if !errors.Is(err, errNotValid) || !strings.HasPrefix(out, "INSUFFICIENT_SCOPE") {
+		t.Errorf("validate with a scope not granted: err=%v out:\n%s", err, out)
+	}
+	out, err = runCmd(t, "validate", "--addr", b.addr, "--json", "--audience", "api/users", tok)
+	var resp usherv1.ValidateTokenResponse
+	if !errors.Is(err, errNotValid) || protojson.Unmarshal([]byte(out), &resp) != nil || resp.GetReason() != usherv1.Reason_REASON_AUDIENCE_MISMATCH {
+		t.Errorf("validate --json: err=%v out:\n%s", err, out)
+	}
+
+	expired, err := runCmd(t, "mint", "--addr", b.addr, "--audience", "api/users", "--ttl", "-10m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ = runCmd(t, "validate", "--addr", b.addr, "--audience", "api/users", strings.TrimSpace(expired))
+	if !strings.HasPrefix(out, "EXPIRED") || !strings.Contains(out, "ago") {
+		t.Errorf("expired token:\n%s", out)
+	}
+	unknown, err := runCmd(t, "mint", "--addr", b.addr, "--audience", "api/users", "--kid", "rotated-away")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ = runCmd(t, "validate", "--addr", b.addr, "--audience", "api/users", strings.TrimSpace(unknown))
+	if !strings.HasPrefix(out, "UNKNOWN_KEY") || !strings.Contains(out, devissuer.KeyRS256) {
+		t.Errorf("unknown kid: want UNKNOWN_KEY naming the published kids:\n%s", out)
+	}
+	for _, kid := range []string{devissuer.KeyES256, devissuer.KeyEdDSA} {
+		tk, err := runCmd(t, "mint", "--addr", b.addr, "--audience", "api/users", "--kid", kid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := runCmd(t, "validate", "--addr", b.addr, "--audience", "api/users", strings.TrimSpace(tk)); err != nil {
+			t.Errorf("token signed with %s: %v\n%s", kid, err, out)
+		}
+	}
+
+	out, err = runCmd(t, "inspect", "--addr", b.addr, b.users)
+	if err != nil || !strings.Contains(out, "signature  VALID") || !strings.Contains(out, "accepted by: api/users (Users API)") {
+		t.Errorf("inspect: err=%v out:\n%s", err, out)
+	}
+	forged := b.users[:strings.LastIndexByte(b.users, '.')] + "." + strings.Repeat("A", 342)
+	out, _ = runCmd(t, "inspect", "--addr", b.addr, forged)
+	if !strings.Contains(out, "INVALID_SIGNATURE") || !strings.Contains(out, "UNVERIFIED") || strings.Contains(out, "accepted by") {
+		t.Errorf("inspect forged token:\n%s", out)
+	}
+	if strings.Contains(stderr.String(), b.users) {
+		t.Error("a raw token appeared in usher's log output")
+	}
+}
+
+func TestServe_RejectsBadConfigWithOneLinePerProblem(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usher.yaml")
+	conf := "issuers:\n  - issuer: https://auth.example.com/\n    jwks_uri: http://auth.example.com/jwks.json\n    algorithms: [none]\n"
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"serve", "--config", path}, nil, io.Discard, &stderr)
+	if err == nil {
+		t.Fatal("serve accepted an invalid config")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want one line per problem (2), got:\n%s", err)
+	}
+	if !strings.Contains(lines[0], path) || !strings.Contains(err.Error(), "issuers[0].jwks_uri") || !strings.Contains(err.Error(), "issuers[0].algorithms") {
+		t.Errorf("error does not name the file and the keys:\n%s", err)
+	}
+
+	if err := os.WriteFile(path, []byte("issuers:\n  - issuer: x\n    jwks_url: https://x/\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = run(context.Background(), []string{"serve", "--config", path}, nil, io.Discard, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "jwks_url") {
+		t.Errorf("a misspelt key must be refused by name, got %v", err)
+	}
+	if code := exitCode(run(context.Background(), []string{"serve"}, nil, io.Discard, io.Discard), io.Discard); code != 2 {
+		t.Errorf("serve without --config: exit %d, want 2", code)
+	}
+}
+
+// TestBinary_DevAndSignal builds the real binary, starts `usher dev` on a
+// loopback port, validates over gRPC and stops it with SIGTERM.
+func TestBinary_DevAndSignal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "usher")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "dev", "--listen", "127.0.0.1:0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	var out syncBuffer
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			out.Write(append(sc.Bytes(), '\n'))
+		}
+		exited <- cmd.Wait()
+	}()
+	b := waitBanner(t, out.String)
+	c, hc := dialUsher(t, b.addr)
+	waitServing(t, hc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: b.invoices, ExpectedAudience: "api/invoices"})
+	if err != nil || !resp.GetValid() {
+		t.Fatalf("invoices token at api/invoices: %v %v", resp, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("usher dev exited with %v after SIGTERM; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("usher dev did not exit within 15s of SIGTERM")
+	}
+}
