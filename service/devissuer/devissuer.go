@@ -154,7 +154,7 @@ func (i *Issuer) Close() error {
 
 // MintRequest describes a token to mint.
 type MintRequest struct {
-	// Audience is required: one value is emitted as a JSON string, several as an array.
+	// Audience is required (emitted as a JSON array).
 	Audience []string
 	// Scopes become the space-separated scope claim.
 	Scopes []string
