@@ -37,16 +37,19 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "deadline of the call")
 }
 
-func (c *clientFlags) dial() (usherv1.TokenServiceClient, func(), error) {
+// call dials usher, runs fn with the call's deadline, and closes.
+func (c *clientFlags) call(ctx context.Context, fn func(context.Context, usherv1.TokenServiceClient) error) error {
 	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to usher at %s: %w", c.addr, err)
+		return fmt.Errorf("connect to usher at %s: %w", c.addr, err)
 	}
-	return usherv1.NewTokenServiceClient(conn), func() { conn.Close() }, nil
-}
-
-func callError(addr string, err error) error {
-	return fmt.Errorf("usher at %s: %w (is `usher dev` or `usher serve` running there? set --addr)", addr, err)
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if err := fn(ctx, usherv1.NewTokenServiceClient(conn)); err != nil {
+		return fmt.Errorf("usher at %s: %w (is `usher dev` or `usher serve` running there? set --addr)", c.addr, err)
+	}
+	return nil
 }
 
 // readToken takes the one positional argument; "-" reads stdin.
@@ -92,16 +95,13 @@ func runValidate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if err != nil {
 		return err
 	}
-	c, closeConn, err := cf.dial()
+	var resp *usherv1.ValidateTokenResponse
+	err = cf.call(ctx, func(ctx context.Context, c usherv1.TokenServiceClient) (err error) {
+		resp, err = c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: *audience, RequiredScopes: scopes})
+		return err
+	})
 	if err != nil {
 		return err
-	}
-	defer closeConn()
-	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: *audience, RequiredScopes: scopes})
-	if err != nil {
-		return callError(cf.addr, err)
 	}
 	if cf.json {
 		err = printJSON(stdout, resp)
@@ -127,16 +127,13 @@ func runInspect(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	c, closeConn, err := cf.dial()
+	var resp *usherv1.InspectTokenResponse
+	err = cf.call(ctx, func(ctx context.Context, c usherv1.TokenServiceClient) (err error) {
+		resp, err = c.InspectToken(ctx, &usherv1.InspectTokenRequest{Token: tok})
+		return err
+	})
 	if err != nil {
 		return err
-	}
-	defer closeConn()
-	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	resp, err := c.InspectToken(ctx, &usherv1.InspectTokenRequest{Token: tok})
-	if err != nil {
-		return callError(cf.addr, err)
 	}
 	if cf.json {
 		return printJSON(stdout, resp)
@@ -285,14 +282,13 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // findDevIssuer asks usher which issuers it trusts and takes the one on loopback.
 func findDevIssuer(ctx context.Context, cf *clientFlags) (string, error) {
-	c, closeConn, err := cf.dial()
+	var resp *usherv1.ListIssuersResponse
+	err := cf.call(ctx, func(ctx context.Context, c usherv1.TokenServiceClient) (err error) {
+		resp, err = c.ListIssuers(ctx, &usherv1.ListIssuersRequest{})
+		return err
+	})
 	if err != nil {
 		return "", err
-	}
-	defer closeConn()
-	resp, err := c.ListIssuers(ctx, &usherv1.ListIssuersRequest{})
-	if err != nil {
-		return "", callError(cf.addr, err)
 	}
 	for _, is := range resp.GetIssuers() {
 		if u, err := url.Parse(is.GetIssuer()); err == nil && u.Scheme == "http" {
