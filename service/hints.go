@@ -60,15 +60,16 @@ func (v *Validator) untrustedIssuerVerdict(t *parsedToken) *Verdict {
 		out.Hint = "usher only accepts tokens that name their issuer; trusted issuers: " + strings.Join(trusted, ", ")
 		return out
 	}
-	out.Mismatch.Actual = []string{t.claims.iss}
-	out.Message = fmt.Sprintf("issuer %q is not trusted", t.claims.iss)
+	iss := printable(t.claims.iss) // unverified: bounded before it is shown
+	out.Mismatch.Actual = []string{iss}
+	out.Message = fmt.Sprintf("issuer %q is not trusted", iss)
 	for _, want := range trusted {
 		if d := nearMiss(t.claims.iss, want); d != "" {
-			out.Hint = fmt.Sprintf("the token's iss %q differs from the trusted issuer %q only by %s; iss is compared byte for byte, so fix the issuer URL in usher's config or in the issuer's settings so that they are identical", t.claims.iss, want, d)
+			out.Hint = fmt.Sprintf("the token's iss %q differs from the trusted issuer %q only by %s; iss is compared byte for byte, so fix the issuer URL in usher's config or in the issuer's settings so that they are identical", iss, want, d)
 			return out
 		}
 	}
-	out.Hint = fmt.Sprintf("add %q to usher's issuers if it should be trusted, or get a token from one of: %s", t.claims.iss, strings.Join(trusted, ", "))
+	out.Hint = fmt.Sprintf("add %q to usher's issuers if it should be trusted, or get a token from one of: %s", iss, strings.Join(trusted, ", "))
 	return out
 }
 

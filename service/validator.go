@@ -139,7 +139,7 @@ func (v *Validator) Inspect(ctx context.Context, token string) Inspection {
 	case len(in.Audiences) > 0:
 		in.Message += "; accepted by " + describeAudiences(in.Audiences)
 	case len(v.audiences) > 0:
-		viol := v.checkClaims(ik, vt, "\x00", nil)
+		viol := v.checkClaims(ik, vt, "", nil) // ends with AUDIENCE_MISMATCH; anything before it says why
 		in.Message += "; no registered audience accepts it"
 		if len(viol) > 0 && viol[0].Reason != ReasonAudienceMismatch {
 			in.Message += " (" + viol[0].Message + ")"

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/usher-dev/usher/service"
 )
@@ -70,6 +71,8 @@ func serve(ctx context.Context, cfg *service.Config, log *slog.Logger, ready fun
 	metrics := grpcprom.NewServerMetrics()
 	reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gs := grpc.NewServer(
+		// The client library pings every 30s; allow it, refuse faster pings.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
 	)
