@@ -1,0 +1,208 @@
+// Command users-invoices plays the audience article end to end: a caller
+// sends the Users API's token to the Invoices API, usher's interceptor says
+// exactly why that fails, and per-audience credentials fix it.
+//
+//	go run ./examples/users-invoices
+//
+// Everything runs in this process on 127.0.0.1: a development issuer, usher,
+// a Users API and an Invoices API (each protected by the interceptor in two
+// lines), and a caller. It exits 0 only when every step behaved as described.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2/clientcredentials"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/usher-dev/usher/client"
+	"github.com/usher-dev/usher/service"
+	"github.com/usher-dev/usher/service/devissuer"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "users-invoices:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	say("The audience article, end to end: one token sent to two APIs.\n")
+
+	// An OAuth 2.0 issuer and usher trusting it, as `usher dev` runs them.
+	iss, err := devissuer.New(ctx, "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	usherAddr, err := startUsher(ctx, iss)
+	if err != nil {
+		return err
+	}
+	usher, err := client.Dial(usherAddr, []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})
+	if err != nil {
+		return err
+	}
+	defer usher.Close()
+
+	usersAddr, err := startAPI(ctx, usher, "api/users", "users.v1.Users", "GetProfile")
+	if err != nil {
+		return err
+	}
+	invoicesAddr, err := startAPI(ctx, usher, "api/invoices", "billing.v1.Invoices", "ListInvoices")
+	if err != nil {
+		return err
+	}
+	say("[1/3] usher on %s trusts the issuer %s", usherAddr, iss.URL())
+	say("      Users API on %s answers to audience api/users", usersAddr)
+	say("      Invoices API on %s answers to audience api/invoices\n", invoicesAddr)
+
+	cc := clientcredentials.Config{ClientID: devissuer.ClientID, ClientSecret: devissuer.ClientSecret, TokenURL: iss.TokenURL()}
+
+	// Step 2: the bug. One token, requested for the Users API, sent everywhere.
+	userCfg := cc
+	userCfg.EndpointParams = map[string][]string{"audience": {"api/users"}}
+	tok, err := userCfg.Token(ctx)
+	if err != nil {
+		return fmt.Errorf("get a token: %w", err)
+	}
+	say("[2/3] The caller gets ONE token (audience=api/users) and sends it to both APIs")
+	plain := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	withTok := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok.AccessToken)
+	if err := call(withTok, usersAddr, "/users.v1.Users/GetProfile", plain); err != nil {
+		return fmt.Errorf("Users API refused its own token: %w", err)
+	}
+	say("      Users API    -> OK")
+	err = call(withTok, invoicesAddr, "/billing.v1.Invoices/ListInvoices", plain)
+	st := status.Convert(err)
+	info := errorInfo(st)
+	if st.Code() != codes.Unauthenticated || info.GetReason() != "AUDIENCE_MISMATCH" {
+		return fmt.Errorf("Invoices API: want UNAUTHENTICATED with AUDIENCE_MISMATCH, got %v %v", st.Code(), info)
+	}
+	say("      Invoices API -> %s, and the ErrorInfo says why:", st.Code())
+	say("         reason    %s", info.GetReason())
+	say("         token for %s", info.GetMetadata()["actual_audience"])
+	say("         service   %s", info.GetMetadata()["expected_audience"])
+	say("         hint      %s\n", info.GetMetadata()["hint"])
+	if info.GetMetadata()["actual_audience"] != "api/users" || info.GetMetadata()["expected_audience"] != "api/invoices" || !strings.Contains(info.GetMetadata()["hint"], "Users API") {
+		return errors.New("the rejection does not name the token's audience, the service's and the API the token was issued for")
+	}
+
+	// Step 3: the fix at the source. Each call carries a token for its API.
+	creds, err := client.NewAudienceCredentials(
+		client.ServiceAudiences(map[string]string{"users.v1.Users": "api/users", "billing.v1.Invoices": "api/invoices"}),
+		client.ClientCredentialsSources(ctx, cc, "api/users", "api/invoices"),
+		client.InsecureAllowLoopback(), // plaintext, to 127.0.0.1 only
+	)
+	if err != nil {
+		return err
+	}
+	say("[3/3] The caller uses per-audience credentials: each API gets a token issued for it")
+	perAudience := append(plain, grpc.WithPerRPCCredentials(creds))
+	if err := call(ctx, usersAddr, "/users.v1.Users/GetProfile", perAudience); err != nil {
+		return fmt.Errorf("Users API with per-audience credentials: %w", err)
+	}
+	say("      Users API    -> OK")
+	if err := call(ctx, invoicesAddr, "/billing.v1.Invoices/ListInvoices", perAudience); err != nil {
+		return fmt.Errorf("Invoices API with per-audience credentials: %w", err)
+	}
+	say("      Invoices API -> OK\n")
+	say("Every step behaved as described.")
+	return nil
+}
+
+// startUsher serves usher.v1.TokenService on 127.0.0.1 trusting iss.
+func startUsher(ctx context.Context, iss *devissuer.Issuer) (string, error) {
+	cfg := &service.Config{
+		Issuers:   []service.IssuerConfig{{Issuer: iss.URL(), Discovery: true, TokenType: "at+jwt"}},
+		Audiences: []service.AudienceConfig{{Audience: "api/users", Name: "Users API"}, {Audience: "api/invoices", Name: "Invoices API"}},
+	}
+	v, err := service.NewValidator(ctx, cfg, service.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return "", err
+	}
+	if err := v.WaitTried(ctx); err != nil {
+		return "", err
+	}
+	gs := grpc.NewServer()
+	service.Register(ctx, gs, v, nil)
+	return serve(ctx, gs)
+}
+
+// startAPI is a service protected by usher: the two lines are
+// NewAuthenticator and the interceptors in grpc.NewServer.
+func startAPI(ctx context.Context, usher *client.Client, audience, svc, method string) (string, error) {
+	authn, err := client.NewAuthenticator(usher, audience)
+	if err != nil {
+		return "", err
+	}
+	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(authn.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(authn.StreamServerInterceptor()))
+
+	gs.RegisterService(&grpc.ServiceDesc{
+		ServiceName: svc,
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{MethodName: method, Handler: func(_ any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+			in := new(wrapperspb.StringValue)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			h := func(ctx context.Context, _ any) (any, error) {
+				c, _ := client.ClaimsFromContext(ctx)
+				return wrapperspb.String("hello " + c.GetSubject()), nil
+			}
+			return ic(ctx, in, &grpc.UnaryServerInfo{FullMethod: "/" + svc + "/" + method}, h)
+		}}},
+	}, struct{}{})
+	return serve(ctx, gs)
+}
+
+func serve(ctx context.Context, gs *grpc.Server) (string, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go func() { _ = gs.Serve(lis) }()
+	go func() {
+		<-ctx.Done()
+		gs.Stop()
+	}()
+	return lis.Addr().String(), nil
+}
+
+func call(ctx context.Context, addr, method string, opts []grpc.DialOption) error {
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Invoke(ctx, method, wrapperspb.String("hi"), new(wrapperspb.StringValue))
+}
+
+func errorInfo(st *status.Status) *errdetails.ErrorInfo {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei
+		}
+	}
+	return nil
+}
