@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Every message and hint of a verdict is written here. A message is one
@@ -69,7 +71,8 @@ func (v *Validator) untrustedIssuerVerdict(t *parsedToken) *Verdict {
 			return out
 		}
 	}
-	out.Hint = fmt.Sprintf("add %q to usher's issuers if it should be trusted, or get a token from one of: %s", iss, strings.Join(trusted, ", "))
+	closest := closestString(t.claims.iss, trusted)
+	out.Hint = fmt.Sprintf("the closest trusted issuer is %q; get a token from a trusted issuer (%s), or add %q to usher's issuers if it should be trusted", closest, strings.Join(trusted, ", "), iss)
 	return out
 }
 
@@ -146,22 +149,35 @@ func wrongTypeViolation(t *parsedToken, want string) Violation {
 	}
 }
 
+// skewWindow: a time check that fails by less than this may be clock skew.
+const skewWindow = 2 * time.Minute
+
 func expiredViolation(now, exp time.Time, leeway time.Duration) Violation {
 	ago := now.Sub(exp).Round(time.Second)
+	hint := fmt.Sprintf("get a new token (refresh it before exp); it expired %s ago, beyond the leeway of %s", ago, leeway)
+	if now.Sub(exp)-leeway < skewWindow {
+		hint += fmt.Sprintf(". It missed by only %s: if it was issued moments ago, the issuer's and usher's clocks disagree; check NTP on both", (now.Sub(exp) - leeway).Round(time.Second))
+	}
 	return Violation{
 		Reason:   ReasonExpired,
 		Message:  fmt.Sprintf("token expired %s ago (exp %s, leeway %s)", ago, exp.Format(time.RFC3339), leeway),
-		Hint:     fmt.Sprintf("get a new token; it expired %s ago with a leeway of %s. If clocks disagree, check NTP on the issuer and on usher", ago, leeway),
+		Hint:     hint,
 		Mismatch: &Mismatch{Claim: "exp", Expected: []string{"after " + now.Add(-leeway).Format(time.RFC3339)}, Actual: []string{exp.Format(time.RFC3339)}},
 	}
 }
 
 func notYetValidViolation(claim string, now, at time.Time, leeway time.Duration) Violation {
 	ahead := at.Sub(now).Round(time.Second)
+	hint := fmt.Sprintf("the %s claim is %s in the future, beyond the leeway of %s: ", claim, ahead, leeway)
+	if at.Sub(now)-leeway < skewWindow {
+		hint += "a small difference, so the issuer's clock is probably ahead of usher's (clock skew); check NTP on both, or raise the issuer's leeway in usher's config"
+	} else {
+		hint += "far more than clock skew; the issuer set the time wrongly (check its clock and time zone handling)"
+	}
 	return Violation{
 		Reason:   ReasonNotYetValid,
 		Message:  fmt.Sprintf("token not valid for another %s (%s %s, leeway %s)", ahead, claim, at.Format(time.RFC3339), leeway),
-		Hint:     fmt.Sprintf("the %s claim is %s in the future beyond the leeway of %s: the issuer's clock is probably ahead; check NTP", claim, ahead, leeway),
+		Hint:     hint,
 		Mismatch: &Mismatch{Claim: claim, Expected: []string{"before " + now.Add(leeway).Format(time.RFC3339)}, Actual: []string{at.Format(time.RFC3339)}},
 	}
 }
@@ -202,17 +218,15 @@ func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected st
 		out.Hint = "this looks like an ID token (its audience is a client id, it carries nonce/at_hash and no scope): send the access token instead; " + fix
 		return out
 	}
-	var known []string
+	named := make([]string, 0, len(auds))
 	for _, a := range auds {
-		if name, ok := v.audName[a]; ok {
-			known = append(known, fmt.Sprintf("%s (%s)", name, a))
+		if name, ok := v.audName[a]; ok && name != "" {
+			named = append(named, fmt.Sprintf("%s (%s)", name, a))
+		} else {
+			named = append(named, a)
 		}
 	}
-	if len(known) > 0 {
-		out.Hint = "this token was issued for " + strings.Join(known, " and ") + "; " + fix
-	} else {
-		out.Hint = fix
-	}
+	out.Hint = "this token was issued for " + strings.Join(named, " and ") + "; " + fix
 	return out
 }
 
@@ -251,6 +265,13 @@ func nearMiss(got, want string) string {
 		return "surrounding white space"
 	case strings.EqualFold(got, want):
 		return "letter case"
+	case norm.NFC.String(got) == norm.NFC.String(want):
+		return "Unicode normalization (the same text in composed and decomposed form, NFC vs NFD)"
+	case norm.NFKC.String(got) == norm.NFKC.String(want):
+		return "Unicode look-alike characters (equal after NFKC normalization, e.g. fullwidth letters)"
+	}
+	if gu, err := url.PathUnescape(got); err == nil && gu != got && gu == want {
+		return "percent-encoding"
 	}
 	gu, err1 := url.Parse(got)
 	wu, err2 := url.Parse(want)
@@ -297,4 +318,38 @@ func printable(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// closestString returns the candidate nearest to s by edit distance.
+func closestString(s string, candidates []string) string {
+	best, bestD := "", -1
+	for _, c := range candidates {
+		if d := editDistance(s, c); bestD < 0 || d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance over bytes, bounded to the first
+// 256 bytes of each side (iss values are short; an attacker's are cut).
+func editDistance(a, b string) int {
+	a, b = a[:min(len(a), 256)], b[:min(len(b), 256)]
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

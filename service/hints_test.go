@@ -16,7 +16,12 @@ func TestHints(t *testing.T) {
 	slow := ti.config(time.Minute)
 	slow.Issuer, slow.Leeway = "https://slow.usher.test", service.Duration(45*time.Second)
 	down := closedURL(t)
-	v := newValidator(t, ctx, ti.config(time.Minute), slow, service.IssuerConfig{Issuer: down, JWKSURI: down + "/keys.json"})
+	typed := ti.config(time.Minute)
+	typed.Issuer, typed.TokenType = "https://typed.usher.test", "at+jwt"
+	prodKey := newEdKey(t, "prod-1")
+	prod := newTestIssuer(t, prodKey)
+	v := newValidator(t, ctx, ti.config(time.Minute), slow, service.IssuerConfig{Issuer: down, JWKSURI: down + "/keys.json"}, typed, prod.config(time.Minute))
+	waitTried(ctx, t, v)
 	iss := ti.URL()
 
 	for _, c := range []struct {
@@ -120,6 +125,58 @@ func TestHints(t *testing.T) {
 		{
 			name: "keys unavailable", token: k.token(t, claims(down)), want: service.ReasonKeysUnavailable,
 			contains: []string{"not the token's fault", down + "/keys.json"},
+		},
+		{
+			name: "aud in decomposed Unicode", token: k.token(t, claims(iss, "aud", "api/cafe\u0301")), audience: "api/caf\u00e9", want: service.ReasonAudienceMismatch,
+			contains: []string{"NFC vs NFD"},
+		},
+		{
+			name: "aud in fullwidth letters", token: k.token(t, claims(iss, "aud", "\uff41\uff50\uff49/users")), want: service.ReasonAudienceMismatch,
+			contains: []string{"look-alike", "NFKC"},
+		},
+		{
+			name: "aud with an explicit default port", token: k.token(t, claims(iss, "aud", "https://api.example.com:443/users")), audience: "https://api.example.com/users", want: service.ReasonAudienceMismatch,
+			contains: []string{"the port", `"443"`},
+		},
+		{
+			name: "aud percent-encoded", token: k.token(t, claims(iss, "aud", "api%2Fusers")), want: service.ReasonAudienceMismatch,
+			contains: []string{"percent-encoding"},
+		},
+		{
+			name: "aud of an unregistered API", token: k.token(t, claims(iss, "aud", "api/other")), audience: "api/invoices", want: service.ReasonAudienceMismatch,
+			hint: `this token was issued for api/other; ask the issuer for a token with audience api/invoices (OAuth 2.0 "audience" or RFC 8707 "resource" parameter)`,
+		},
+		{
+			name: "iss unknown names the closest trusted issuer", token: k.token(t, claims("https://slow.usher.tst")), want: service.ReasonUntrustedIssuer,
+			contains: []string{`closest trusted issuer is "https://slow.usher.test"`},
+		},
+		{
+			name: "expired just beyond the leeway suggests clock skew", token: k.token(t, claims(iss, "exp", testNow.Add(-45*time.Second).Unix())), want: service.ReasonExpired,
+			contains: []string{"45s ago", "missed by only 15s", "clocks disagree"},
+		},
+		{
+			name: "not yet valid by a little is clock skew", token: k.token(t, claims(iss, "nbf", testNow.Add(90*time.Second).Unix())), want: service.ReasonNotYetValid,
+			contains: []string{"nbf", "1m30s", "clock skew"},
+		},
+		{
+			name: "not yet valid by a lot is not clock skew", token: k.token(t, claims(iss, "nbf", testNow.Add(3*time.Hour).Unix())), want: service.ReasonNotYetValid,
+			contains: []string{"far more than clock skew"},
+		},
+		{
+			name: "wrong token type", token: k.token(t, claims(typed.Issuer)), want: service.ReasonWrongTokenType,
+			contains: []string{`typ "at+jwt"`, "access token"},
+		},
+		{
+			name: "ID token where at+jwt is required", token: k.token(t, claims(typed.Issuer, "nonce", "n-1", "at_hash", "x")), want: service.ReasonWrongTokenType,
+			contains: []string{"ID token", "send the access token"},
+		},
+		{
+			name: "kid of another environment", token: sign(t, map[string]any{"alg": "EdDSA", "kid": "prod-1"}, claims(iss), "EdDSA", prodKey.priv), want: service.ReasonUnknownKey,
+			contains: []string{"ed-1", prod.URL() + " publishes that kid", "another environment"},
+		},
+		{
+			name: "five segments", token: "a.b.c.d.e", want: service.ReasonMalformed,
+			contains: []string{"encrypted"},
 		},
 		{
 			name: "forged", token: k.like(t, "ed-1").token(t, claims(iss)), want: service.ReasonInvalidSignature,
