@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -33,16 +34,20 @@ const (
 	ClientSecret = "usher-dev-secret"
 )
 
-const maxFormBytes = 64 << 10
+const (
+	maxFormBytes    = 64 << 10
+	shutdownTimeout = 2 * time.Second
+)
 
 // Issuer is a development OAuth 2.0 issuer serving OIDC discovery, a JWKS
 // and a client-credentials token endpoint on loopback.
 type Issuer struct {
-	url  string
-	srv  *http.Server
-	keys map[string]signingKey
-	jwks []byte
-	now  func() time.Time
+	url      string
+	srv      *http.Server
+	stopWait func() bool // detaches the ctx-done shutdown
+	keys     map[string]signingKey
+	jwks     []byte
+	now      func() time.Time
 }
 
 type signingKey struct {
@@ -59,6 +64,9 @@ func New(ctx context.Context, addr string) (*Issuer, error) {
 	}
 	if err := loopbackOnly(addr); err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("devissuer: not starting: %w", err)
 	}
 	i := &Issuer{keys: map[string]signingKey{}, now: time.Now}
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -113,12 +121,16 @@ func New(ctx context.Context, addr string) (*Issuer, error) {
 	mux.HandleFunc("GET /.well-known/openid-configuration", i.discovery)
 	mux.HandleFunc("GET /jwks.json", i.serveJWKS)
 	mux.HandleFunc("POST /token", i.token)
-	i.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	i.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
 	go func() { _ = i.srv.Serve(lis) }()
-	go func() {
-		<-ctx.Done()
-		_ = i.Close()
-	}()
+	i.stopWait = context.AfterFunc(ctx, func() { _ = i.shutdown() })
 	return i, nil
 }
 
@@ -131,7 +143,7 @@ func loopbackOnly(addr string) error {
 		return nil
 	}
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("devissuer: address %q is not loopback: the dev issuer serves 127.0.0.1 or ::1 only", addr)
+		return fmt.Errorf("devissuer: address %q is not loopback: the dev issuer serves 127.0.0.0/8, ::1 or localhost only, e.g. 127.0.0.1:0", addr)
 	}
 	return nil
 }
@@ -145,16 +157,25 @@ func (i *Issuer) JWKSURL() string { return i.url + "/jwks.json" }
 // TokenURL is the OAuth 2.0 token endpoint.
 func (i *Issuer) TokenURL() string { return i.url + "/token" }
 
-// Close shuts the HTTP server down.
+// Close shuts the HTTP server down, waiting briefly for requests in flight.
 func (i *Issuer) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	i.stopWait()
+	return i.shutdown()
+}
+
+func (i *Issuer) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	return i.srv.Shutdown(ctx)
+	if err := i.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("devissuer: shutdown: %w", err)
+	}
+	return nil
 }
 
 // MintRequest describes a token to mint.
 type MintRequest struct {
-	// Audience is required (emitted as a JSON array).
+	// Audience is required: at least one non-empty value. One value is
+	// emitted as a JSON string, several as an array.
 	Audience []string
 	// Scopes become the space-separated scope claim.
 	Scopes []string
@@ -168,16 +189,20 @@ type MintRequest struct {
 	Subject string
 	// ClientID defaults to ClientID.
 	ClientID string
-	// Extra claims; registered time, issuer and audience claims are refused.
+	// Extra claims for the payload; iss, exp, iat, nbf, aud and jti are set
+	// by the issuer and refused here.
 	Extra map[string]any
 }
 
-var reserved = []string{"iss", "exp", "iat", "nbf", "aud", "jti"}
-
-// Mint signs a token.
+// Mint signs an RFC 9068 access token (typ "at+jwt") for r.
 func (i *Issuer) Mint(r MintRequest) (string, error) {
 	if len(r.Audience) == 0 || slices.Contains(r.Audience, "") {
-		return "", errors.New("devissuer: an audience is required: say which API the token is for, e.g. api/users")
+		return "", errors.New("devissuer: an audience is required (and must not be empty): say which API the token is for, e.g. api/users")
+	}
+	for _, k := range [...]string{"iss", "exp", "iat", "nbf", "aud", "jti"} {
+		if _, ok := r.Extra[k]; ok {
+			return "", fmt.Errorf("devissuer: extra claim %q is set by the issuer; drop it from Extra", k)
+		}
 	}
 	if r.TTL == 0 {
 		r.TTL = time.Hour
@@ -209,15 +234,14 @@ func (i *Issuer) Mint(r MintRequest) (string, error) {
 		b = b.Claim("scope", strings.Join(r.Scopes, " "))
 	}
 	for k, v := range r.Extra {
-		if slices.Contains(reserved, k) {
-			return "", fmt.Errorf("devissuer: extra claim %q is set by the issuer", k)
-		}
 		b = b.Claim(k, v)
 	}
 	tok, err := b.Build()
 	if err != nil {
 		return "", fmt.Errorf("devissuer: %w", err)
 	}
+	// One audience as a plain string, several as an array (RFC 7519 §4.1.3).
+	tok.Options().Enable(jwt.FlattenAudience)
 	sk, published := i.keys[r.KeyID]
 	if !published {
 		sk = i.keys[KeyRS256]
@@ -279,22 +303,44 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a form (application/x-www-form-urlencoded) of at most 64 KiB")
+		oauthError(w, http.StatusBadRequest, "invalid_request", "could not read the body: send an application/x-www-form-urlencoded form of at most 64 KiB")
 		return
 	}
-	id, secret, ok := r.BasicAuth()
+	form := r.PostForm
+	for _, name := range []string{"grant_type", "client_id", "client_secret", "scope", "ttl", "kid"} {
+		if len(form[name]) > 1 {
+			oauthError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("%q is given %d times: send it once (only audience and resource may repeat)", name, len(form[name])))
+			return
+		}
+	}
+	id, secret, ok := basicCredentials(r)
+	if ok && form.Has("client_secret") {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "the client authenticated twice (HTTP Basic and a client_secret form field): use one of them")
+		return
+	}
+	if ok && form.Has("client_id") && form.Get("client_id") != id {
+		oauthError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("client_id %q in the form does not match the HTTP Basic user %q: drop one of them", form.Get("client_id"), id))
+		return
+	}
 	if !ok {
-		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+		id, secret = form.Get("client_id"), form.Get("client_secret")
 	}
-	if subtle.ConstantTimeCompare([]byte(id), []byte(ClientID)) != 1 || subtle.ConstantTimeCompare([]byte(secret), []byte(ClientSecret)) != 1 {
-		oauthError(w, http.StatusUnauthorized, "invalid_client", fmt.Sprintf("unknown client or wrong secret: the dev client is %s / %s (HTTP Basic or client_id/client_secret form fields)", ClientID, ClientSecret))
+	idOK := subtle.ConstantTimeCompare([]byte(id), []byte(ClientID))
+	secretOK := subtle.ConstantTimeCompare([]byte(secret), []byte(ClientSecret))
+	if idOK&secretOK != 1 {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", fmt.Sprintf("unknown client or wrong secret: the dev client is %s / %s, sent with HTTP Basic or as client_id/client_secret form fields", ClientID, ClientSecret))
 		return
 	}
-	if gt := r.PostForm.Get("grant_type"); gt != "client_credentials" {
+	switch gt := form.Get("grant_type"); gt {
+	case "client_credentials":
+	case "":
+		oauthError(w, http.StatusBadRequest, "invalid_request", `missing "grant_type": send grant_type=client_credentials in an application/x-www-form-urlencoded body`)
+		return
+	default:
 		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: the dev issuer supports client_credentials only", gt))
 		return
 	}
-	auds := append(r.PostForm["audience"], r.PostForm["resource"]...)
+	auds := slices.Concat(form["audience"], form["resource"])
 	auds = slices.DeleteFunc(auds, func(s string) bool { return s == "" })
 	if len(auds) == 0 {
 		oauthError(w, http.StatusBadRequest, "invalid_request", `missing "audience" (or RFC 8707 "resource"): say which API the token is for, e.g. audience=api/users`)
@@ -302,29 +348,43 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.Sort(auds)
 	auds = slices.Compact(auds)
-	req := MintRequest{Audience: auds, Scopes: strings.Fields(r.PostForm.Get("scope")), KeyID: r.PostForm.Get("kid")}
-	if s := r.PostForm.Get("ttl"); s != "" {
+	req := MintRequest{Audience: auds, Scopes: strings.Fields(form.Get("scope")), TTL: time.Hour, KeyID: form.Get("kid")}
+	if s := form.Get("ttl"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			oauthError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("ttl %q is not a duration (e.g. 5m, or -1m for an expired token)", s))
+			oauthError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("ttl %q is not a Go duration: try ttl=5m, or ttl=-1m for an already expired token", s))
 			return
 		}
-		req.TTL = d
+		if d != 0 {
+			req.TTL = d
+		}
 	}
 	tok, err := i.Mint(req)
 	if err != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
 		return
-	}
-	ttl := req.TTL
-	if ttl == 0 {
-		ttl = time.Hour
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": tok,
 		"token_type":   "Bearer",
-		"expires_in":   max(int(ttl.Seconds()), 0),
+		"expires_in":   max(int64(req.TTL/time.Second), 0),
 		"scope":        strings.Join(req.Scopes, " "),
 	})
+}
+
+// basicCredentials reads HTTP Basic client credentials, which RFC 6749
+// §2.3.1 form-urlencodes before they are joined with ':'.
+func basicCredentials(r *http.Request) (id, secret string, ok bool) {
+	id, secret, ok = r.BasicAuth()
+	if !ok {
+		return "", "", false
+	}
+	if u, err := url.QueryUnescape(id); err == nil {
+		id = u
+	}
+	if u, err := url.QueryUnescape(secret); err == nil {
+		secret = u
+	}
+	return id, secret, true
 }
