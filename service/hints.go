@@ -27,7 +27,11 @@ func malformedVerdict(m *malformed) *Verdict {
 	case strings.Contains(m.why, "crit"):
 		hint = "the token requires a JWS extension usher does not implement; ask the issuer for a token without crit"
 	}
-	return &Verdict{Reason: ReasonMalformed, Message: "malformed token: " + m.Error(), Hint: hint}
+	msg := "malformed token: " + m.Error()
+	if m.part == "token" {
+		msg = "malformed token: " + m.why
+	}
+	return &Verdict{Reason: ReasonMalformed, Message: msg, Hint: hint}
 }
 
 func algorithmVerdict(t *parsedToken, allowed []string) *Verdict {

@@ -168,6 +168,12 @@ func parseKeySet(body []byte, now time.Time) (*keySet, error) {
 func usableKey(raw json.RawMessage) (*verifyKey, string) {
 	key, err := jwk.ParseKey(raw)
 	if err != nil {
+		var named struct {
+			KID string `json:"kid"`
+		}
+		if json.Unmarshal(raw, &named) == nil && named.KID != "" {
+			return nil, fmt.Sprintf("key %q is not a usable JWK (%v)", named.KID, err)
+		}
 		return nil, fmt.Sprintf("not a usable JWK (%v)", err)
 	}
 	kid, _ := key.KeyID()
@@ -406,43 +412,77 @@ func (ik *issuerKeys) fail(err error) {
 // discover reads jwks_uri from the OIDC discovery document and insists that
 // its issuer is exactly the configured one.
 func (ik *issuerKeys) discover(ctx context.Context) (string, error) {
-	u := strings.TrimSuffix(ik.cfg.Issuer, "/") + "/.well-known/openid-configuration"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	doc, u, err := fetchDiscovery(ctx, ik.http, ik.cfg.Issuer)
 	if err != nil {
+		return "", err
+	}
+	if err := doc.check(ik.cfg.Issuer); err != nil {
 		return "", fmt.Errorf("discovery %s: %w", u, err)
 	}
-	resp, err := ik.http.Do(req)
+	return doc.JWKSURI, nil
+}
+
+// discoveryDoc is the part of an OIDC discovery document usher reads.
+type discoveryDoc struct {
+	Issuer  string `json:"issuer"`
+	JWKSURI string `json:"jwks_uri"`
+}
+
+// discoveryURL is where OIDC Discovery §4 puts an issuer's document.
+func discoveryURL(issuer string) string {
+	return strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"
+}
+
+func fetchDiscovery(ctx context.Context, hc *http.Client, issuer string) (discoveryDoc, string, error) {
+	var doc discoveryDoc
+	u := discoveryURL(issuer)
+	body, err := getLimited(ctx, hc, u, maxDiscoveryBytes)
 	if err != nil {
-		return "", fmt.Errorf("discovery: %w", err)
+		return doc, u, fmt.Errorf("discovery: %w", err)
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return doc, u, fmt.Errorf("discovery %s: not a JSON discovery document: %w", u, err)
+	}
+	return doc, u, nil
+}
+
+// check applies OIDC Discovery §4.3: the document's issuer is exactly the
+// configured one, and it names a jwks_uri usher may fetch.
+func (d discoveryDoc) check(issuer string) error {
+	if d.Issuer != issuer {
+		return fmt.Errorf("the document's issuer is %q but the configured issuer is %q; they must be identical (OIDC Discovery §4.3)", d.Issuer, issuer)
+	}
+	if d.JWKSURI == "" {
+		return errors.New("no jwks_uri")
+	}
+	if err := checkFetchURL(d.JWKSURI); err != nil {
+		return fmt.Errorf("jwks_uri %w", err)
+	}
+	return nil
+}
+
+// getLimited GETs u and returns a 200 response's body of at most limit bytes.
+func getLimited(ctx context.Context, hc *http.Client, u string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", u, err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("discovery %s: HTTP %d", u, resp.StatusCode)
+		return nil, fmt.Errorf("%s: HTTP %d", u, resp.StatusCode)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDiscoveryBytes+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return "", fmt.Errorf("discovery %s: %w", u, err)
+		return nil, fmt.Errorf("%s: %w", u, err)
 	}
-	if len(body) > maxDiscoveryBytes {
-		return "", fmt.Errorf("discovery %s: body over %d bytes", u, maxDiscoveryBytes)
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("%s: body over %d bytes", u, limit)
 	}
-	var doc struct {
-		Issuer  string `json:"issuer"`
-		JWKSURI string `json:"jwks_uri"`
-	}
-	if err := json.Unmarshal(body, &doc); err != nil {
-		return "", fmt.Errorf("discovery %s: not a JSON discovery document: %w", u, err)
-	}
-	if doc.Issuer != ik.cfg.Issuer {
-		return "", fmt.Errorf("discovery %s: the document's issuer is %q but the configured issuer is %q; they must be identical (OIDC Discovery §4.3)", u, doc.Issuer, ik.cfg.Issuer)
-	}
-	if doc.JWKSURI == "" {
-		return "", fmt.Errorf("discovery %s: no jwks_uri", u)
-	}
-	if err := checkFetchURL(doc.JWKSURI); err != nil {
-		return "", fmt.Errorf("discovery %s: jwks_uri %w", u, err)
-	}
-	return doc.JWKSURI, nil
+	return body, nil
 }
 
 // statusClient is the HTTP client httprc uses: it records failed requests,

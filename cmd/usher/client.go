@@ -38,7 +38,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 }
 
 // call dials usher, runs fn with the call's deadline, and closes.
-func (c *clientFlags) call(ctx context.Context, fn func(context.Context, usherv1.TokenServiceClient) error) error {
+func (c *clientFlags) call(ctx context.Context, fn func(context.Context, *grpc.ClientConn) error) error {
 	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fmt.Errorf("connect to usher at %s: %w", c.addr, err)
@@ -46,7 +46,7 @@ func (c *clientFlags) call(ctx context.Context, fn func(context.Context, usherv1
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	if err := fn(ctx, usherv1.NewTokenServiceClient(conn)); err != nil {
+	if err := fn(ctx, conn); err != nil {
 		return fmt.Errorf("usher at %s: %w (is `usher dev` or `usher serve` running there? set --addr)", c.addr, err)
 	}
 	return nil
@@ -96,8 +96,8 @@ func runValidate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		return err
 	}
 	var resp *usherv1.ValidateTokenResponse
-	err = cf.call(ctx, func(ctx context.Context, c usherv1.TokenServiceClient) (err error) {
-		resp, err = c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: *audience, RequiredScopes: scopes})
+	err = cf.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+		resp, err = usherv1.NewTokenServiceClient(conn).ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: *audience, RequiredScopes: scopes})
 		return err
 	})
 	if err != nil {
@@ -106,7 +106,7 @@ func runValidate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if cf.json {
 		err = printJSON(stdout, resp)
 	} else {
-		printVerdict(stdout, resp, time.Now())
+		printVerdict(stdout, resp, time.Now(), colorOn(stdout))
 	}
 	if err == nil && !resp.GetValid() {
 		return errNotValid
@@ -128,8 +128,8 @@ func runInspect(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return err
 	}
 	var resp *usherv1.InspectTokenResponse
-	err = cf.call(ctx, func(ctx context.Context, c usherv1.TokenServiceClient) (err error) {
-		resp, err = c.InspectToken(ctx, &usherv1.InspectTokenRequest{Token: tok})
+	err = cf.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+		resp, err = usherv1.NewTokenServiceClient(conn).InspectToken(ctx, &usherv1.InspectTokenRequest{Token: tok})
 		return err
 	})
 	if err != nil {
@@ -138,17 +138,20 @@ func runInspect(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if cf.json {
 		return printJSON(stdout, resp)
 	}
-	printInspection(stdout, resp, time.Now())
+	printInspection(stdout, resp, time.Now(), colorOn(stdout))
 	return nil
 }
 
 func reasonName(r usherv1.Reason) string { return strings.TrimPrefix(r.String(), "REASON_") }
 
-func printVerdict(w io.Writer, r *usherv1.ValidateTokenResponse, now time.Time) {
+// printVerdict is the human block of `usher validate`: the reason and its
+// sentence, expected vs actual, the hint, the other failed checks, and the
+// claims that matter with times in UTC and relative to now.
+func printVerdict(w io.Writer, r *usherv1.ValidateTokenResponse, now time.Time, color bool) {
 	if r.GetValid() {
-		fmt.Fprintf(w, "VALID  %s\n", r.GetMessage())
+		fmt.Fprintf(w, "%s  %s\n", paint(color, green+bold, "VALID"), r.GetMessage())
 	} else {
-		fmt.Fprintf(w, "%s  %s\n", reasonName(r.GetReason()), r.GetMessage())
+		fmt.Fprintf(w, "%s  %s\n", paint(color, red+bold, reasonName(r.GetReason())), r.GetMessage())
 	}
 	if m := r.GetMismatch(); m != nil {
 		fmt.Fprintf(w, "  expected %s: %s\n", m.GetClaim(), listOrNone(m.GetExpected()))
@@ -163,8 +166,15 @@ func printVerdict(w io.Writer, r *usherv1.ValidateTokenResponse, now time.Time) 
 	printClaims(w, r.GetClaims(), now)
 }
 
-func printInspection(w io.Writer, r *usherv1.InspectTokenResponse, now time.Time) {
-	fmt.Fprintf(w, "signature  %s  %s\n", reasonName(r.GetSignature()), r.GetMessage())
+// printInspection is the human block of `usher inspect`.
+func printInspection(w io.Writer, r *usherv1.InspectTokenResponse, now time.Time, color bool) {
+	sig := reasonName(r.GetSignature())
+	if r.GetSignature() == usherv1.Reason_REASON_VALID {
+		sig = paint(color, green+bold, sig)
+	} else {
+		sig = paint(color, red+bold, sig)
+	}
+	fmt.Fprintf(w, "signature  %s  %s\n", sig, r.GetMessage())
 	if h := r.GetHint(); h != "" {
 		fmt.Fprintf(w, "  hint: %s\n", h)
 	}
@@ -199,6 +209,7 @@ func printClaims(w io.Writer, c *usherv1.Claims, now time.Time) {
 	line("aud", strings.Join(c.GetAudience(), " "))
 	line("scope", strings.Join(c.GetScopes(), " "))
 	line("client", c.GetClientId())
+	line("iat", when(c.GetIssuedAt(), now))
 	line("exp", when(c.GetExpiresAt(), now))
 	line("kid/alg", strings.Trim(c.GetKeyId()+" / "+c.GetAlgorithm(), " /"))
 }
@@ -283,8 +294,8 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // findDevIssuer asks usher which issuers it trusts and takes the one on loopback.
 func findDevIssuer(ctx context.Context, cf *clientFlags) (string, error) {
 	var resp *usherv1.ListIssuersResponse
-	err := cf.call(ctx, func(ctx context.Context, c usherv1.TokenServiceClient) (err error) {
-		resp, err = c.ListIssuers(ctx, &usherv1.ListIssuersRequest{})
+	err := cf.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+		resp, err = usherv1.NewTokenServiceClient(conn).ListIssuers(ctx, &usherv1.ListIssuersRequest{})
 		return err
 	})
 	if err != nil {

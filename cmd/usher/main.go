@@ -39,7 +39,7 @@ func exitCode(err error, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, errNotValid):
+	case errors.Is(err, errNotValid), errors.Is(err, errChecksFailed):
 		return 1
 	case errors.Is(err, flag.ErrHelp):
 		return 0
@@ -62,6 +62,7 @@ Commands:
   usher validate --audience A [--scope S]... TOKEN
                                              ask a running usher; exit 0 only when valid
   usher inspect TOKEN                        decode a token and show what usher makes of it
+  usher doctor --config FILE | --addr ADDR   check issuers, keys and audiences for real; exit 1 on a problem
 
 Client commands take --addr (default 127.0.0.1:50051) and --json; a TOKEN of - reads stdin.
 Run "usher COMMAND -h" for a command's flags.
@@ -85,6 +86,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runValidate(ctx, rest, stdin, stdout, stderr)
 	case "inspect":
 		return runInspect(ctx, rest, stdin, stdout, stderr)
+	case "doctor":
+		return runDoctor(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -119,3 +122,27 @@ type stringList []string
 
 func (s *stringList) String() string     { return fmt.Sprint(*s) }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// Terminal colours, used only when stdout is a terminal and NO_COLOR is unset.
+const (
+	red   = "\x1b[31m"
+	green = "\x1b[32m"
+	bold  = "\x1b[1m"
+	reset = "\x1b[0m"
+)
+
+func colorOn(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || os.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func paint(on bool, color, s string) string {
+	if !on {
+		return s
+	}
+	return color + s + reset
+}

@@ -223,6 +223,10 @@ func TestDev_EndToEnd(t *testing.T) {
 	if !strings.Contains(out, "INVALID_SIGNATURE") || !strings.Contains(out, "UNVERIFIED") || strings.Contains(out, "accepted by") {
 		t.Errorf("inspect forged token:\n%s", out)
 	}
+	out, err = runCmd(t, "doctor", "--addr", b.addr)
+	if err != nil || !strings.Contains(out, "✓ health SERVING") || !strings.Contains(out, "✓ keys held: dev-eddsa, dev-es256, dev-rs256") {
+		t.Errorf("doctor --addr: err=%v out:\n%s", err, out)
+	}
 	if strings.Contains(stderr.String(), b.users) {
 		t.Error("a raw token appeared in usher's log output")
 	}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
+	"github.com/usher-dev/usher/service"
+)
+
+// errChecksFailed: usher doctor found a problem (exit 1, the checklist says which).
+var errChecksFailed = errors.New("checks failed")
+
+func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("usher doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "check this config against the real issuers")
+	var cf clientFlags
+	fs.StringVar(&cf.addr, "addr", "", "check a running usher at this address instead")
+	fs.DurationVar(&cf.timeout, "timeout", 15*time.Second, "deadline of all checks")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if (*cfgPath == "") == (cf.addr == "") {
+		return usageError{"doctor: give either --config FILE or --addr HOST:PORT"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	var title string
+	var checks []service.Check
+	if *cfgPath != "" {
+		title = "usher doctor: " + *cfgPath
+		cfg, err := service.LoadConfig(*cfgPath)
+		if err != nil {
+			checks = []service.Check{{Subject: "config", Name: "config valid", Detail: strings.ReplaceAll(err.Error(), "\n", "; "),
+				Fix: "correct the keys named above (see the README's configuration reference)"}}
+		} else {
+			checks = append([]service.Check{{Subject: "config", Name: "config valid", OK: true, Detail: fmt.Sprintf("%d issuers, %d audiences", len(cfg.Issuers), len(cfg.Audiences))}},
+				service.Diagnose(ctx, cfg)...)
+		}
+	} else {
+		title = "usher doctor: usher at " + cf.addr
+		checks = remoteChecks(ctx, &cf)
+	}
+	if printChecklist(stdout, title, checks, colorOn(stdout)) > 0 {
+		return errChecksFailed
+	}
+	return nil
+}
+
+// remoteChecks asks a running usher what it believes: health, and each
+// issuer's keys and last fetch.
+func remoteChecks(ctx context.Context, cf *clientFlags) []service.Check {
+	var checks []service.Check
+	subject := "usher " + cf.addr
+	err := cf.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
+		list, err := usherv1.NewTokenServiceClient(conn).ListIssuers(ctx, &usherv1.ListIssuersRequest{})
+		if err != nil {
+			return err
+		}
+		checks = append(checks, service.Check{Subject: subject, Name: "reachable", OK: true, Detail: fmt.Sprintf("%d issuers", len(list.GetIssuers()))})
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "usher.v1.TokenService"})
+		health := service.Check{Subject: subject, Name: "health SERVING", OK: err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING,
+			Detail: resp.GetStatus().String(), Fix: "usher answers NOT_SERVING until every issuer's keys were tried once; see the issuers below"}
+		if err != nil {
+			health.Detail = err.Error()
+		}
+		checks = append(checks, health)
+		for _, is := range list.GetIssuers() {
+			checks = append(checks, issuerChecks(is, time.Now())...)
+		}
+		return nil
+	})
+	if err != nil {
+		return []service.Check{{Subject: subject, Name: "reachable", Detail: err.Error(),
+			Fix: "start usher (`usher serve --config FILE` or `usher dev`) or point --addr at it"}}
+	}
+	return checks
+}
+
+func issuerChecks(is *usherv1.IssuerStatus, now time.Time) []service.Check {
+	subject := "issuer " + is.GetIssuer()
+	if len(is.GetKeyIds()) == 0 {
+		return []service.Check{{Subject: subject, Name: "keys held", Detail: "none; last error: " + is.GetLastError(),
+			Fix: "usher cannot fetch " + is.GetJwksUri() + ": run `usher doctor --config` with usher's config from where usher runs"}}
+	}
+	fetched := "at " + when(is.GetLastRefresh(), now)
+	out := []service.Check{{Subject: subject, Name: "keys held", OK: true, Detail: strings.Join(is.GetKeyIds(), ", ") + " fetched " + fetched + " from " + is.GetJwksUri()}}
+	if e := is.GetLastError(); e != "" {
+		out = append(out, service.Check{Subject: subject, Name: "latest fetch", Detail: e,
+			Fix: "usher still serves the last good set; check that the issuer's key set is reachable from usher"})
+	}
+	return out
+}
+
+// printChecklist prints checks grouped by subject and returns how many failed.
+func printChecklist(w io.Writer, title string, checks []service.Check, color bool) int {
+	fmt.Fprintln(w, title)
+	failed, subject := 0, ""
+	for _, c := range checks {
+		if c.Subject != subject {
+			subject = c.Subject
+			fmt.Fprintf(w, "\n%s\n", subject)
+		}
+		mark := paint(color, green, "✓")
+		if !c.OK {
+			mark = paint(color, red, "✗")
+			failed++
+		}
+		fmt.Fprintf(w, "  %s %s: %s\n", mark, c.Name, c.Detail)
+		if !c.OK && c.Fix != "" {
+			fmt.Fprintf(w, "      fix: %s\n", c.Fix)
+		}
+	}
+	switch failed {
+	case 0:
+		fmt.Fprintln(w, "\nAll checks passed.")
+	case 1:
+		fmt.Fprintln(w, "\n1 problem found.")
+	default:
+		fmt.Fprintf(w, "\n%d problems found.\n", failed)
+	}
+	return failed
+}
