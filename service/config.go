@@ -24,6 +24,7 @@ const (
 	DefaultMaxRefresh      = time.Hour
 	DefaultUnknownKIDCool  = 5 * time.Second
 	DefaultFetchTimeout    = 10 * time.Second
+	DefaultMaxStale        = 24 * time.Hour
 )
 
 // DefaultAlgorithms is the allow-list of an issuer that names none: the
@@ -74,6 +75,9 @@ type IssuerConfig struct {
 	UnknownKIDCooldown Duration `yaml:"unknown_kid_cooldown"`
 	// FetchTimeout bounds one whole fetch, headers and body (default 10s).
 	FetchTimeout Duration `yaml:"fetch_timeout"`
+	// MaxStale is how long the last good key set keeps serving while every
+	// refresh fails (default 24h); after it, tokens get KEYS_UNAVAILABLE.
+	MaxStale Duration `yaml:"max_stale"`
 }
 
 // AudienceConfig registers a known API.
@@ -333,6 +337,11 @@ func (is *IssuerConfig) validate(key string) []error {
 		is.FetchTimeout = Duration(DefaultFetchTimeout)
 	} else if is.FetchTimeout < 0 {
 		bad("fetch_timeout", "negative")
+	}
+	if is.MaxStale == 0 {
+		is.MaxStale = Duration(DefaultMaxStale)
+	} else if is.MaxStale < is.RefreshInterval {
+		bad("max_stale", "%s is shorter than refresh_interval %s: the key set would go stale between two scheduled fetches", time.Duration(is.MaxStale), time.Duration(is.RefreshInterval))
 	}
 	return errs
 }

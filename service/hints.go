@@ -80,9 +80,13 @@ func (v *Validator) untrustedIssuerVerdict(t *parsedToken) *Verdict {
 	return out
 }
 
-func keysUnavailableVerdict(ik *issuerKeys) *Verdict {
+func keysUnavailableVerdict(ik *issuerKeys, stale *keySet) *Verdict {
 	st := ik.status()
 	msg := fmt.Sprintf("no keys of issuer %s could be fetched yet", ik.cfg.Issuer)
+	if stale != nil {
+		msg = fmt.Sprintf("the last good key set of issuer %s was fetched %s ago, beyond max_stale %s, and every refresh since failed",
+			ik.cfg.Issuer, time.Since(stale.fetched).Round(time.Second), time.Duration(ik.cfg.MaxStale))
+	}
 	if st.LastError != "" {
 		msg += ": " + st.LastError
 	}

@@ -12,13 +12,17 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lestrrat-go/httprc/v3"
@@ -35,6 +39,7 @@ const (
 	minRSABits        = 2048
 	maxScheduledWait  = time.Hour
 	maxStartBackoff   = 30 * time.Second
+	maxRetryAfter     = 10 * time.Minute
 )
 
 // algSpec says which key a JWS algorithm needs and how it verifies.
@@ -233,6 +238,7 @@ type issuerKeys struct {
 	fetches    singleflight.Group
 	lastForced atomic.Int64                  // unix nanoseconds of the last token-driven refresh
 	forced     atomic.Pointer[chan struct{}] // closed when that refresh is done
+	notBefore  atomic.Int64                  // unix nanoseconds: the issuer asked (Retry-After) for no fetch before then
 
 	triedOnce sync.Once
 	tried     chan struct{} // closed after the first fetch attempt
@@ -279,6 +285,9 @@ func (ik *issuerKeys) firstFetch() {
 			return
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
+		if until := time.Until(time.Unix(0, ik.notBefore.Load())); until > wait {
+			wait = until
+		}
 		select {
 		case <-ik.bg.Done():
 			return
@@ -293,6 +302,12 @@ func (ik *issuerKeys) markTried() { ik.triedOnce.Do(func() { close(ik.tried) }) 
 // keys returns the current set (nil when none was ever fetched).
 func (ik *issuerKeys) keys() *keySet { return ik.set.Load() }
 
+// stale reports whether a fetched set is older than max_stale: every
+// refresh for that long failed, and it is no longer trusted.
+func (ik *issuerKeys) stale(ks *keySet) bool {
+	return !ik.static && time.Since(ks.fetched) > time.Duration(ik.cfg.MaxStale)
+}
+
 // refreshForToken refetches the set because a token named a kid it lacks
 // (or no set is held): at most once per unknown_kid_cooldown per issuer, and
 // concurrent callers share one fetch. It waits no longer than ctx allows.
@@ -302,7 +317,7 @@ func (ik *issuerKeys) refreshForToken(ctx context.Context) {
 	}
 	now := time.Now().UnixNano()
 	last := ik.lastForced.Load()
-	if now-last < int64(ik.cfg.UnknownKIDCooldown) || !ik.lastForced.CompareAndSwap(last, now) {
+	if now < ik.notBefore.Load() || now-last < int64(ik.cfg.UnknownKIDCooldown) || !ik.lastForced.CompareAndSwap(last, now) {
 		// Within the cooldown: join the refresh still in flight, if any,
 		// so a burst of tokens signed with a freshly rotated key all see it.
 		if done := ik.forced.Load(); done != nil {
@@ -495,9 +510,33 @@ func (c statusClient) Do(req *http.Request) (*http.Response, error) {
 	case err != nil:
 		c.ik.fail(fmt.Errorf("fetch keys: %w", err))
 	case resp.StatusCode != http.StatusOK:
-		c.ik.fail(fmt.Errorf("fetch keys %s: HTTP %d", req.URL, resp.StatusCode))
+		msg := fmt.Sprintf("fetch keys %s: HTTP %d", req.URL, resp.StatusCode)
+		if d := retryAfter(resp, time.Now()); d > 0 {
+			c.ik.notBefore.Store(time.Now().Add(d).UnixNano())
+			msg += fmt.Sprintf(" (Retry-After: no fetch for %s)", d)
+		}
+		c.ik.fail(errors.New(msg))
 	}
 	return resp, err
+}
+
+// retryAfter reads a 429 or 503's Retry-After (seconds or an HTTP date),
+// capped at maxRetryAfter; 0 when there is none.
+func retryAfter(resp *http.Response, now time.Time) time.Duration {
+	if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
+		return 0
+	}
+	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.Atoi(v); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if at, err := http.ParseTime(v); err == nil {
+		d = at.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
 }
 
 // status is what ListIssuers reports.
@@ -519,20 +558,42 @@ func (ik *issuerKeys) status() IssuerStatus {
 // on the whole fetch, and redirects only to the same host without a
 // downgrade to http.
 func newFetchClient(timeout time.Duration) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	dialer := &net.Dialer{Timeout: timeout, Control: refuseLinkLocal}
+	tr.DialContext = dialer.DialContext
 	return &http.Client{
-		Timeout: timeout,
+		Timeout:   timeout,
+		Transport: tr,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= 3 {
 				return errors.New("more than 3 redirects")
 			}
 			from := via[0].URL
-			if req.URL.Host != from.Host {
-				return fmt.Errorf("redirect from %s to another host %s refused", from.Host, req.URL.Host)
-			}
 			if from.Scheme == "https" && req.URL.Scheme != "https" {
 				return errors.New("redirect from https to http refused")
+			}
+			if req.URL.Hostname() != from.Hostname() {
+				return fmt.Errorf("redirect from %s to another host %s refused", from.Host, req.URL.Host)
 			}
 			return nil
 		},
 	}
+}
+
+// refuseLinkLocal stops key fetches from reaching link-local, multicast and
+// unspecified addresses (e.g. a cloud metadata service at 169.254.169.254),
+// whatever name resolved to them.
+func refuseLinkLocal(_, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return fmt.Errorf("key fetch to %s refused: not an IP address", address)
+	}
+	if ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
+		return fmt.Errorf("key fetch to %s refused: link-local, multicast or unspecified address", address)
+	}
+	return nil
 }

@@ -186,10 +186,10 @@ func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issu
 		return nil, nil, v.untrustedIssuerVerdict(t)
 	}
 	ks := ik.keys()
-	if ks == nil {
+	if ks == nil || ik.stale(ks) {
 		ik.refreshForToken(ctx)
-		if ks = ik.keys(); ks == nil {
-			return nil, nil, keysUnavailableVerdict(ik)
+		if ks = ik.keys(); ks == nil || ik.stale(ks) {
+			return nil, nil, keysUnavailableVerdict(ik, ks)
 		}
 	}
 	key, ambiguous := ks.pick(t.kid, spec)
