@@ -2,10 +2,15 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
+	"os"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
@@ -45,6 +50,31 @@ type ClientOption func(*Client)
 // has none earlier (default DefaultCallTimeout).
 func WithCallTimeout(d time.Duration) ClientOption {
 	return func(c *Client) { c.timeout = d }
+}
+
+// TLS returns transport credentials for reaching usher over TLS: caFile
+// verifies usher's certificate (the system roots when empty); certFile and
+// keyFile present a client certificate for mTLS (both empty: none).
+func TLS(caFile, certFile, keyFile string) (credentials.TransportCredentials, error) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("usher client: tls ca: %w", err)
+		}
+		conf.RootCAs = x509.NewCertPool()
+		if !conf.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("usher client: tls ca %s holds no PEM certificate", caFile)
+		}
+	}
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("usher client: tls client certificate: %w", err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(conf), nil
 }
 
 // New wraps a connection the caller owns (and closes).

@@ -25,6 +25,8 @@ const (
 	DefaultUnknownKIDCool  = 5 * time.Second
 	DefaultFetchTimeout    = 10 * time.Second
 	DefaultMaxStale        = 24 * time.Hour
+	DefaultMaxInFlight     = 1024
+	DefaultMaxStreams      = 256
 )
 
 // DefaultAlgorithms is the allow-list of an issuer that names none: the
@@ -40,6 +42,16 @@ type Config struct {
 	MetricsListen string `yaml:"metrics_listen"`
 	// MaxTokenBytes caps the token size, checked before any parsing (default 16 KiB).
 	MaxTokenBytes int `yaml:"max_token_bytes"`
+	// TLS serves gRPC over TLS, and mTLS with ClientCAFile.
+	TLS *TLSConfig `yaml:"tls"`
+	// InsecurePlaintext allows plaintext gRPC on a non-loopback address
+	// (e.g. behind a mesh sidecar that encrypts); loopback never needs it.
+	InsecurePlaintext bool `yaml:"insecure_plaintext"`
+	// MaxInFlight bounds concurrent calls; beyond it usher answers
+	// RESOURCE_EXHAUSTED at once instead of queuing (default 1024).
+	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxConcurrentStreams bounds streams per connection (default 256).
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
 	// Issuers are the trusted issuers.
 	Issuers []IssuerConfig `yaml:"issuers"`
 	// Audiences is the optional registry of known APIs, used in hints and InspectToken.
@@ -78,6 +90,14 @@ type IssuerConfig struct {
 	// MaxStale is how long the last good key set keeps serving while every
 	// refresh fails (default 24h); after it, tokens get KEYS_UNAVAILABLE.
 	MaxStale Duration `yaml:"max_stale"`
+}
+
+// TLSConfig is the server's certificate and, for mTLS, the clients' CA.
+// The files are re-read when they change, without a restart.
+type TLSConfig struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
 }
 
 // AudienceConfig registers a known API.
@@ -230,6 +250,25 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			bad("metrics_listen", "%q is not host:port (e.g. 127.0.0.1:9090)", c.MetricsListen)
 		}
+	}
+	if host, _, err := net.SplitHostPort(c.Listen); err == nil && c.TLS == nil && !c.InsecurePlaintext && !isLoopbackHost(host) {
+		bad("listen", "%q is not loopback and no tls is configured: tokens would cross the network in clear; configure tls (cert_file, key_file), or set insecure_plaintext: true if something else encrypts (e.g. a mesh sidecar)", c.Listen)
+	}
+	if c.TLS != nil {
+		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+			bad("tls", "cert_file and key_file are both required")
+		}
+		if c.InsecurePlaintext {
+			bad("insecure_plaintext", "true together with tls: choose one")
+		}
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	} else if c.MaxInFlight < 1 {
+		bad("max_in_flight", "%d: must be positive", c.MaxInFlight)
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = DefaultMaxStreams
 	}
 	switch {
 	case c.MaxTokenBytes == 0:

@@ -189,6 +189,9 @@ func usableKey(raw json.RawMessage) (*verifyKey, string) {
 	if use, ok := key.KeyUsage(); ok && use != "sig" {
 		return nil, fmt.Sprintf("%s has use %q, not \"sig\"", name, use)
 	}
+	if ops, ok := key.KeyOps(); ok && !slices.Contains(ops, jwk.KeyOpVerify) {
+		return nil, fmt.Sprintf("%s has key_ops %v, without \"verify\"", name, ops)
+	}
 	if priv, err := jwk.IsPrivateKey(key); err == nil && priv {
 		return nil, fmt.Sprintf("%s holds private key material: the issuer is leaking its signing key", name)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -23,7 +24,7 @@ import (
 // and nothing else.
 type Server struct {
 	usherv1.UnimplementedTokenServiceServer
-	v   *Validator
+	v   atomic.Pointer[Validator]
 	log *slog.Logger
 }
 
@@ -32,14 +33,26 @@ func NewServer(v *Validator, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{v: v, log: log}
+	s := &Server{log: log}
+	s.v.Store(v)
+	return s
+}
+
+// Swap replaces the validator (a configuration reload). Calls in flight
+// finish on the one they started with.
+func (s *Server) Swap(v *Validator) { s.v.Store(v) }
+
+// Validate runs the current validator, for other front ends (ext_authz).
+func (s *Server) Validate(ctx context.Context, token, audience string, scopes []string) Verdict {
+	return s.v.Load().Validate(ctx, token, audience, scopes)
 }
 
 // Register serves TokenService, grpc.health.v1.Health and server reflection
 // on gs. Health answers NOT_SERVING until every issuer's keys were tried
 // once, then SERVING; it goes NOT_SERVING when ctx is done.
-func Register(ctx context.Context, gs *grpc.Server, v *Validator, log *slog.Logger) {
-	usherv1.RegisterTokenServiceServer(gs, NewServer(v, log))
+func Register(ctx context.Context, gs *grpc.Server, v *Validator, log *slog.Logger) *Server {
+	srv := NewServer(v, log)
+	usherv1.RegisterTokenServiceServer(gs, srv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
@@ -55,6 +68,7 @@ func Register(ctx context.Context, gs *grpc.Server, v *Validator, log *slog.Logg
 		<-ctx.Done()
 		hs.Shutdown()
 	}()
+	return srv
 }
 
 // TokenID identifies a token in logs: the first 12 hex digits of its SHA-256.
@@ -70,7 +84,7 @@ func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRe
 		return nil, status.Error(codes.InvalidArgument, "expected_audience is empty: pass the audience your own API answers to (e.g. api/invoices); usher never skips the audience check")
 	}
 	start := time.Now()
-	v := s.v.Validate(ctx, req.GetToken(), req.GetExpectedAudience(), req.GetRequiredScopes())
+	v := s.v.Load().Validate(ctx, req.GetToken(), req.GetExpectedAudience(), req.GetRequiredScopes())
 	if s.log.Enabled(ctx, slog.LevelDebug) || !v.Valid() {
 		attrs := []slog.Attr{
 			slog.String("reason", v.Reason.String()),
@@ -92,7 +106,7 @@ func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRe
 
 // InspectToken implements usher.v1.TokenService.
 func (s *Server) InspectToken(ctx context.Context, req *usherv1.InspectTokenRequest) (*usherv1.InspectTokenResponse, error) {
-	in := s.v.Inspect(ctx, req.GetToken())
+	in := s.v.Load().Inspect(ctx, req.GetToken())
 	out := &usherv1.InspectTokenResponse{
 		Claims:    claimsProto(in.Claims),
 		Signature: usherv1.Reason(in.Signature),
@@ -111,7 +125,7 @@ func (s *Server) InspectToken(ctx context.Context, req *usherv1.InspectTokenRequ
 // ListIssuers implements usher.v1.TokenService.
 func (s *Server) ListIssuers(context.Context, *usherv1.ListIssuersRequest) (*usherv1.ListIssuersResponse, error) {
 	out := &usherv1.ListIssuersResponse{}
-	for _, st := range s.v.Issuers() {
+	for _, st := range s.v.Load().Issuers() {
 		out.Issuers = append(out.Issuers, &usherv1.IssuerStatus{
 			Issuer:      st.Issuer,
 			JwksUri:     st.JWKSURI,

@@ -74,9 +74,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		tokens[api.Audience] = tok
 	}
-	return serve(ctx, cfg, log, func(addr string) {
+	return serve(ctx, serveOptions{cfg: cfg, log: log, ready: func(addr string) {
 		printDevBanner(stdout, addr, iss, tokens)
-	})
+	}})
 }
 
 func requireLoopback(flagName, addr string) error {

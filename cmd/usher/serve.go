@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -16,17 +19,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/usher-dev/usher/service"
 )
 
-const shutdownGrace = 10 * time.Second
+const (
+	shutdownGrace = 10 * time.Second
+	reloadWait    = 15 * time.Second
+)
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("usher serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "YAML configuration file (required)")
+	cfgPath := fs.String("config", "", "YAML configuration file (required); re-read on SIGHUP")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
@@ -42,7 +49,24 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, log, nil)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return serve(ctx, serveOptions{cfg: cfg, path: *cfgPath, log: log, reload: reload})
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
@@ -53,30 +77,57 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-// serve runs usher until ctx is done, then stops gracefully. ready, when
-// not nil, receives the gRPC address once the listener is open.
-func serve(ctx context.Context, cfg *service.Config, log *slog.Logger, ready func(addr string)) error {
+type serveOptions struct {
+	cfg    *service.Config
+	path   string // the config file, re-read on reload; "" for usher dev
+	log    *slog.Logger
+	ready  func(addr string) // told the gRPC address once the listener is open
+	reload <-chan struct{}   // a value asks for the config file to be re-read
+}
+
+// serve runs usher until ctx is done, then stops gracefully.
+func serve(ctx context.Context, o serveOptions) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	v, err := service.NewValidator(ctx, cfg, service.WithLogger(log))
+	cfg, log := o.cfg, o.log
+	vctx, vcancel := context.WithCancel(ctx)
+	v, err := service.NewValidator(vctx, cfg, service.WithLogger(log))
 	if err != nil {
+		vcancel()
 		return err
+	}
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(service.MaxRecvMsgSize(cfg)),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		// The client library pings every 30s; allow it, refuse faster pings.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 15 * time.Minute, Time: time.Minute, Timeout: 20 * time.Second}),
+	}
+	if cfg.TLS != nil {
+		tc, err := service.ServerTLS(cfg.TLS, func(err error) { log.Error("tls reload failed", "err", err) })
+		if err != nil {
+			vcancel()
+			return err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	} else if cfg.InsecurePlaintext {
+		log.Warn("serving plaintext gRPC on a non-loopback address (insecure_plaintext: true): tokens cross the network in clear unless something else encrypts", "listen", cfg.Listen)
 	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		vcancel()
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 
 	reg := prometheus.NewRegistry()
 	metrics := grpcprom.NewServerMetrics()
 	reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gs := grpc.NewServer(
-		// The client library pings every 30s; allow it, refuse faster pings.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
+	opts = append(opts,
+		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), service.LimitInFlight(cfg.MaxInFlight)),
 		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
 	)
-	service.Register(ctx, gs, v, log)
+	gs := grpc.NewServer(opts...)
+	srv := service.Register(ctx, gs, v, log)
 	metrics.InitializeMetrics(gs)
 
 	errc := make(chan error, 2)
@@ -85,6 +136,7 @@ func serve(ctx context.Context, cfg *service.Config, log *slog.Logger, ready fun
 		mlis, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			lis.Close()
+			vcancel()
 			return fmt.Errorf("metrics_listen %s: %w", cfg.MetricsListen, err)
 		}
 		mux := http.NewServeMux()
@@ -98,16 +150,27 @@ func serve(ctx context.Context, cfg *service.Config, log *slog.Logger, ready fun
 		log.Info("metrics listening", "addr", mlis.Addr().String())
 	}
 	go func() { errc <- gs.Serve(lis) }()
-	log.Info("usher listening", "addr", lis.Addr().String(), "issuers", len(cfg.Issuers))
-	if ready != nil {
-		ready(lis.Addr().String())
+	log.Info("usher listening", "addr", lis.Addr().String(), "issuers", len(cfg.Issuers), "tls", cfg.TLS != nil)
+	if o.ready != nil {
+		o.ready(lis.Addr().String())
 	}
 
-	select {
-	case err := <-errc:
-		gs.Stop()
-		return err
-	case <-ctx.Done():
+	for done := false; !done; {
+		select {
+		case err := <-errc:
+			gs.Stop()
+			vcancel()
+			return err
+		case <-ctx.Done():
+			done = true
+		case <-o.reload:
+			if next := reloadConfig(ctx, o, cfg, srv); next != nil {
+				old := vcancel
+				vcancel = next
+				// Calls in flight on the old validator finish within MaxCallTime.
+				time.AfterFunc(service.MaxCallTime, old)
+			}
+		}
 	}
 	log.Info("shutting down: finishing in-flight calls", "grace", shutdownGrace)
 	stopped := make(chan struct{})
@@ -123,10 +186,49 @@ func serve(ctx context.Context, cfg *service.Config, log *slog.Logger, ready fun
 		log.Warn("grace period over: closing remaining connections")
 		gs.Stop()
 	}
+	vcancel()
 	if metricsSrv != nil {
 		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
 		defer scancel()
 		_ = metricsSrv.Shutdown(sctx)
 	}
 	return nil
+}
+
+// reloadConfig re-reads the config file and, when it is valid and its keys
+// were tried, swaps the new validator in (issuers and audiences). A bad file
+// is refused and the running config kept. It returns the new validator's
+// cancel, or nil when nothing changed.
+func reloadConfig(ctx context.Context, o serveOptions, running *service.Config, srv *service.Server) context.CancelFunc {
+	log := o.log
+	if o.path == "" {
+		log.Warn("reload asked, but this usher has no config file")
+		return nil
+	}
+	cfg, err := service.LoadConfig(o.path)
+	if err != nil {
+		log.Error("reload refused: keeping the running config", "err", err)
+		return nil
+	}
+	if cfg.Listen != running.Listen || cfg.MetricsListen != running.MetricsListen || (cfg.TLS == nil) != (running.TLS == nil) ||
+		cfg.MaxInFlight != running.MaxInFlight || cfg.MaxConcurrentStreams != running.MaxConcurrentStreams || cfg.MaxTokenBytes != running.MaxTokenBytes {
+		log.Warn("reload: listeners, tls and limits are applied at start only; restart usher to change them")
+	}
+	vctx, vcancel := context.WithCancel(ctx)
+	v, err := service.NewValidator(vctx, cfg, service.WithLogger(log))
+	if err != nil {
+		vcancel()
+		log.Error("reload refused: keeping the running config", "err", err)
+		return nil
+	}
+	wctx, wcancel := context.WithTimeout(ctx, reloadWait)
+	defer wcancel()
+	if err := v.WaitTried(wctx); err != nil {
+		vcancel()
+		log.Error("reload refused: the new issuers' keys were not tried in time; keeping the running config", "err", err)
+		return nil
+	}
+	srv.Swap(v)
+	log.Info("config reloaded", "issuers", len(cfg.Issuers), "audiences", len(cfg.Audiences))
+	return vcancel
 }

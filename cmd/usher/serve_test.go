@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+
+	"github.com/usher-dev/usher/client"
+	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
+	"github.com/usher-dev/usher/service"
+	"github.com/usher-dev/usher/service/devissuer"
+)
+
+// testCA issues certificates for 127.0.0.1.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "usher test CA"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue returns PEM certificate and key with the given serial.
+func (ca *testCA) issue(t *testing.T, serial int64, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "usher"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{usage}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
+
+func writeFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startServe runs `serve` in process and returns its gRPC address.
+func startServe(t *testing.T, o serveOptions) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	o.ready = func(a string) { addrc <- a }
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, o) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("serve did not stop within 15s")
+		}
+	})
+	select {
+	case a := <-addrc:
+		return a
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not listen within 15s")
+	}
+	return ""
+}
+
+func devIssuer(t *testing.T) *devissuer.Issuer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	iss, err := devissuer.New(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return iss
+}
+
+func TestServe_MutualTLSWithCertificateRotation(t *testing.T) {
+	iss := devIssuer(t)
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt")
+	c, k := ca.issue(t, 100, x509.ExtKeyUsageServerAuth)
+	writeFile(t, certFile, c)
+	writeFile(t, keyFile, k)
+	writeFile(t, caFile, ca.pem)
+	cfg := &service.Config{Listen: "127.0.0.1:0", TLS: &service.TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile},
+		Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServe(t, serveOptions{cfg: cfg, log: discardLogger()})
+
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	cc, ck := ca.issue(t, 200, x509.ExtKeyUsageClientAuth)
+	clientCert, err := tls.X509KeyPair(cc, ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}})
+	call := func(conf *tls.Config) (*big.Int, error) {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var p peer.Peer
+		resp, err := usherv1.NewTokenServiceClient(conn).ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: "api/users"}, grpc.Peer(&p))
+		if err != nil {
+			return nil, err
+		}
+		if !resp.GetValid() {
+			t.Fatalf("verdict over mTLS: %v", resp)
+		}
+		return p.AuthInfo.(credentials.TLSInfo).State.PeerCertificates[0].SerialNumber, nil
+	}
+	serial, err := call(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{clientCert}})
+	if err != nil || serial.Int64() != 100 {
+		t.Fatalf("mTLS call: serial %v, err %v", serial, err)
+	}
+	if _, err := call(&tls.Config{RootCAs: roots}); err == nil {
+		t.Error("a client without a certificate was served")
+	}
+	// The client library's TLS options, from files.
+	clientCertFile, clientKeyFile := filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
+	writeFile(t, clientCertFile, cc)
+	writeFile(t, clientKeyFile, ck)
+	creds, err := client.TLS(caFile, clientCertFile, clientKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := client.Dial(addr, []grpc.DialOption{grpc.WithTransportCredentials(creds)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	vctx, vcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer vcancel()
+	if resp, err := uc.Validate(vctx, tok, "api/users", nil); err != nil || !resp.GetValid() {
+		t.Errorf("client.Dial with client.TLS: %v %v", resp, err)
+	}
+
+	// Rotate the server certificate on disk: new handshakes get it, no restart.
+	c, k = ca.issue(t, 101, x509.ExtKeyUsageServerAuth)
+	writeFile(t, keyFile, k)
+	writeFile(t, certFile, c)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		serial, err = call(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{clientCert}})
+		if err == nil && serial.Int64() == 101 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rotated certificate was not served within 10s (serial %v, err %v)", serial, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestConfig_PlaintextOffLoopbackNeedsOptIn(t *testing.T) {
+	base := "issuers:\n  - issuer: https://a.example/\n    jwks_uri: https://a.example/jwks.json\n"
+	_, err := service.ParseConfig([]byte("listen: 0.0.0.0:50051\n" + base))
+	if err == nil || !strings.Contains(err.Error(), "listen") || !strings.Contains(err.Error(), "insecure_plaintext") {
+		t.Errorf("plaintext on 0.0.0.0 accepted or unexplained: %v", err)
+	}
+	if _, err := service.ParseConfig([]byte("listen: 0.0.0.0:50051\ninsecure_plaintext: true\n" + base)); err != nil {
+		t.Errorf("insecure_plaintext: true refused: %v", err)
+	}
+	if _, err := service.ParseConfig([]byte("listen: 127.0.0.1:50051\n" + base)); err != nil {
+		t.Errorf("loopback refused: %v", err)
+	}
+}
+
+func TestServe_ReloadSwapsConfigAndKeepsServing(t *testing.T) {
+	iss := devIssuer(t)
+	path := filepath.Join(t.TempDir(), "usher.yaml")
+	conf := func(usersName string) []byte {
+		return []byte("listen: 127.0.0.1:0\nissuers:\n  - issuer: \"" + iss.URL() + "\"\n    jwks_uri: \"" + iss.JWKSURL() + "\"\naudiences:\n  - audience: api/users\n    name: " + usersName + "\n")
+	}
+	writeFile(t, path, conf("Users API"))
+	cfg, err := service.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	reload := make(chan struct{}, 1)
+	addr := startServe(t, serveOptions{cfg: cfg, path: path, log: textLogger(&logs), reload: reload})
+	c, _ := dialUsher(t, addr)
+	tok, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}})
+	hint := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: "api/invoices"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetHint()
+	}
+	if !strings.Contains(hint(), "Users API (api/users)") {
+		t.Fatalf("hint before reload: %q", hint())
+	}
+
+	// Load during reloads: no call may fail.
+	var failures, calls atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: "api/users"})
+				cancel()
+				calls.Add(1)
+				if err != nil || !resp.GetValid() {
+					failures.Add(1)
+				}
+			}
+		})
+	}
+	writeFile(t, path, conf("User Directory"))
+	reload <- struct{}{}
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(hint(), "User Directory (api/users)") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the reloaded audiences were not served within 15s: %q\n%s", hint(), logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A bad file is refused and the running config kept.
+	writeFile(t, path, []byte("issuers: [oops\n"))
+	reload <- struct{}{}
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "reload refused") {
+		if time.Now().After(deadline) {
+			t.Fatalf("a bad config was not refused:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if !strings.Contains(hint(), "User Directory (api/users)") {
+		t.Errorf("after a refused reload: %q", hint())
+	}
+	if failures.Load() != 0 || calls.Load() == 0 {
+		t.Errorf("%d of %d calls failed during reloads", failures.Load(), calls.Load())
+	}
+	t.Logf("%d calls during two reloads, %d failed", calls.Load(), failures.Load())
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func textLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
