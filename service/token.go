@@ -1,15 +1,12 @@
 package service
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"strings"
-	"unicode/utf8"
 )
 
 // maxJSONDepth bounds nesting in the header and the payload.
@@ -295,128 +292,8 @@ func (t *parsedToken) stringClaim(name string) (string, bool) {
 
 var errDuplicateKey = errors.New("duplicate key")
 
-// decodeObject decodes one JSON object strictly: valid UTF-8, no lone
-// surrogate escapes, no duplicate keys at any depth, bounded depth, nothing
-// after the object.
-func decodeObject(b []byte) (map[string]any, error) {
-	if !utf8.Valid(b) {
-		return nil, errors.New("not valid UTF-8")
-	}
-	if err := checkSurrogates(b); err != nil {
-		return nil, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, errors.New("not JSON")
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, fmt.Errorf("a JSON object is required, found %s", jsonTokenType(tok))
-	}
-	obj, err := decodeObjectBody(dec, 1)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("data after the JSON object")
-	}
-	return obj, nil
-}
-
-func decodeObjectBody(dec *json.Decoder, depth int) (map[string]any, error) {
-	if depth > maxJSONDepth {
-		return nil, fmt.Errorf("nested deeper than %d levels", maxJSONDepth)
-	}
-	obj := map[string]any{}
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, errors.New("not JSON")
-		}
-		if d, ok := tok.(json.Delim); ok && d == '}' {
-			return obj, nil
-		}
-		k, ok := tok.(string)
-		if !ok {
-			return nil, errors.New("not JSON")
-		}
-		if _, dup := obj[k]; dup {
-			return nil, fmt.Errorf("%w %q: JSON parsers disagree on which value wins, so the token is ambiguous", errDuplicateKey, k)
-		}
-		v, err := decodeValue(dec, depth)
-		if err != nil {
-			return nil, err
-		}
-		obj[k] = v
-	}
-}
-
-func decodeValue(dec *json.Decoder, depth int) (any, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, errors.New("not JSON")
-	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return tok, nil
-	}
-	switch d {
-	case '{':
-		return decodeObjectBody(dec, depth+1)
-	case '[':
-		if depth+1 > maxJSONDepth {
-			return nil, fmt.Errorf("nested deeper than %d levels", maxJSONDepth)
-		}
-		arr := []any{}
-		for dec.More() {
-			v, err := decodeValue(dec, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			arr = append(arr, v)
-		}
-		if _, err := dec.Token(); err != nil {
-			return nil, errors.New("not JSON")
-		}
-		return arr, nil
-	default:
-		return nil, errors.New("not JSON")
-	}
-}
-
-// checkSurrogates rejects \uD800-\uDFFF escapes that do not form a pair:
-// encoding/json would silently turn them into U+FFFD.
-func checkSurrogates(b []byte) error {
-	for i := 0; i < len(b); i++ {
-		if b[i] != '\\' || i+1 >= len(b) {
-			continue
-		}
-		if b[i+1] != 'u' {
-			i++ // skip the escaped byte, e.g. the second '\' of "\\"
-			continue
-		}
-		r, ok := hex4(b, i+2)
-		if !ok {
-			continue // the JSON decoder reports it
-		}
-		switch {
-		case r >= 0xD800 && r < 0xDC00:
-			lo, ok := rune(0), false
-			if i+7 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
-				lo, ok = hex4(b, i+8)
-			}
-			if !ok || lo < 0xDC00 || lo > 0xDFFF {
-				return errors.New("lone UTF-16 surrogate escape")
-			}
-			i += 11
-		case r >= 0xDC00 && r <= 0xDFFF:
-			return errors.New("lone UTF-16 surrogate escape")
-		default:
-			i += 5
-		}
-	}
-	return nil
-}
+// decodeObject decodes one JSON object strictly (see parseJSONObject).
+func decodeObject(b []byte) (map[string]any, error) { return parseJSONObject(b) }
 
 func hex4(b []byte, at int) (rune, bool) {
 	if at+4 > len(b) {
@@ -456,13 +333,6 @@ func jsonType(v any) string {
 	default:
 		return fmt.Sprintf("%T", v)
 	}
-}
-
-func jsonTokenType(tok json.Token) string {
-	if d, ok := tok.(json.Delim); ok && d == '[' {
-		return "an array"
-	}
-	return jsonType(tok)
 }
 
 func compactJSON(v any) string {
