@@ -7,9 +7,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
+	"log/slog"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/usher-dev/usher/service"
 )
@@ -19,25 +22,36 @@ func benchKeys(b *testing.B) []*testKey {
 	return []*testKey{newRSAKey(b, "rsa"), newECKey(b, "ec", elliptic.P256()), newEdKey(b, "ed")}
 }
 
-// BenchmarkValidateToken is the engine in process, for one valid token
-// (signature verified on every call: there is no verdict cache yet).
+// BenchmarkValidateToken is the engine in process for one valid token:
+// "uncached" parses and verifies the signature on every call (the cache is
+// off), "hit" is a repeated token answered from the verified-token cache
+// (time, audience and scope checks still run).
 func BenchmarkValidateToken(b *testing.B) {
 	keys := benchKeys(b)
 	ti := newTestIssuer(b, keys...)
 	ctx := testContext(b)
-	v := newValidator(b, ctx, ti.config(0))
-	waitTried(ctx, b, v)
-	for _, k := range keys {
-		tok := k.token(b, claims(ti.URL()))
-		if got := v.Validate(ctx, tok, "api/users", nil); !got.Valid() {
-			b.Fatalf("%s: %v %s", k.alg, got.Reason, got.Message)
+	for _, mode := range []struct {
+		name    string
+		entries int
+	}{{"uncached", -1}, {"hit", 0}} {
+		cfg := &service.Config{Issuers: []service.IssuerConfig{ti.config(0)}, Audiences: slices.Clone(testAudiences), CacheMaxEntries: mode.entries}
+		v, err := service.NewValidator(ctx, cfg, service.WithClock(func() time.Time { return testNow }), service.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			b.Fatal(err)
 		}
-		b.Run(k.alg, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				v.Validate(ctx, tok, "api/users", nil)
+		waitTried(ctx, b, v)
+		for _, k := range keys {
+			tok := k.token(b, claims(ti.URL()))
+			if got := v.Validate(ctx, tok, "api/users", nil); got.Reason != service.ReasonValid {
+				b.Fatalf("%s: %v %s", k.alg, got.Reason, got.Message)
 			}
-		})
+			b.Run(k.alg+"/"+mode.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					v.Validate(ctx, tok, "api/users", nil)
+				}
+			})
+		}
 	}
 }
 

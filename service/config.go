@@ -52,6 +52,10 @@ type Config struct {
 	MaxInFlight int `yaml:"max_in_flight"`
 	// MaxConcurrentStreams bounds streams per connection (default 256).
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// CacheMaxEntries bounds the verified-token cache (default 10000; -1 turns it off).
+	CacheMaxEntries int `yaml:"cache_max_entries"`
+	// CacheMaxBytes bounds the cache's approximate memory (default 64 MiB).
+	CacheMaxBytes int64 `yaml:"cache_max_bytes"`
 	// Issuers are the trusted issuers.
 	Issuers []IssuerConfig `yaml:"issuers"`
 	// Audiences is the optional registry of known APIs, used in hints and InspectToken.
@@ -266,6 +270,18 @@ func (c *Config) Validate() error {
 		c.MaxInFlight = DefaultMaxInFlight
 	} else if c.MaxInFlight < 1 {
 		bad("max_in_flight", "%d: must be positive", c.MaxInFlight)
+	}
+	switch {
+	case c.CacheMaxEntries == 0:
+		c.CacheMaxEntries = DefaultCacheEntries
+	case c.CacheMaxEntries < -1:
+		bad("cache_max_entries", "%d: use a positive bound, or -1 to turn the cache off", c.CacheMaxEntries)
+	}
+	switch {
+	case c.CacheMaxBytes == 0:
+		c.CacheMaxBytes = DefaultCacheMaxBytes
+	case c.CacheMaxBytes < 1<<20:
+		bad("cache_max_bytes", "%d is below 1 MiB", c.CacheMaxBytes)
 	}
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = DefaultMaxStreams

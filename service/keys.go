@@ -74,6 +74,20 @@ type verifyKey struct {
 	ed  ed25519.PublicKey
 }
 
+// equal reports whether two keys are the same public key.
+func (k *verifyKey) equal(o *verifyKey) bool {
+	switch {
+	case k.kty != o.kty || k.alg != o.alg:
+		return false
+	case k.rsa != nil:
+		return o.rsa != nil && k.rsa.Equal(o.rsa)
+	case k.ec != nil:
+		return o.ec != nil && k.ec.Equal(o.ec)
+	default:
+		return k.ed.Equal(o.ed)
+	}
+}
+
 // fits reports why the key cannot verify alg, or "" when it can.
 func (k *verifyKey) fits(alg string, spec algSpec) string {
 	switch {

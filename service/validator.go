@@ -22,6 +22,7 @@ type Validator struct {
 	maxBytes  int
 	now       func() time.Time
 	log       *slog.Logger
+	cache     *verifiedCache // nil when turned off
 }
 
 // NewValidator builds the engine from a configuration (validated here) and
@@ -45,6 +46,9 @@ func NewValidator(ctx context.Context, cfg *Config, opts ...Option) (*Validator,
 		maxBytes: cfg.MaxTokenBytes,
 		now:      o.now,
 		log:      o.log,
+	}
+	if cfg.CacheMaxEntries > 0 {
+		v.cache = newVerifiedCache(cfg.CacheMaxEntries, cfg.CacheMaxBytes)
 	}
 	for _, a := range cfg.Audiences {
 		v.audiences = append(v.audiences, KnownAudience(a))
@@ -99,11 +103,44 @@ func (v *Validator) Audiences() []KnownAudience { return slices.Clone(v.audience
 // requires every scope in scopes. The token may carry a "Bearer " prefix.
 // An empty audience never matches: it is a caller bug, and fails closed.
 func (v *Validator) Validate(ctx context.Context, token, audience string, scopes []string) Verdict {
-	t, ik, fail := v.verify(ctx, v.clean(token))
+	tok := v.clean(token)
+	if v.cache == nil {
+		t, ik, _, fail := v.verify(ctx, tok)
+		if fail != nil {
+			return *fail
+		}
+		return v.verdict(ik, t, t.toClaims(), audience, scopes)
+	}
+	key := tokenKey(tok)
+	now := v.now()
+	if e := v.cache.get(key, now); e != nil {
+		return v.verdict(e.ik, e.t, e.claims, audience, scopes)
+	}
+	t, ik, k, fail := v.verify(ctx, tok)
 	if fail != nil {
 		return *fail
 	}
-	verdict := Verdict{Reason: ReasonValid, Message: "token is valid", Claims: t.toClaims()}
+	until := now.Add(time.Hour)
+	if t.claims.hasExp {
+		until = numericDate(t.claims.exp).Add(time.Duration(ik.cfg.Leeway))
+	}
+	if until.After(now) {
+		v.cache.add(key, len(tok), t, ik, k, until)
+	}
+	return v.verdict(ik, t, t.toClaims(), audience, scopes)
+}
+
+// CacheStats reports the verified-token cache's counters (zero when off).
+func (v *Validator) CacheStats() CacheStats {
+	if v.cache == nil {
+		return CacheStats{}
+	}
+	return v.cache.stats()
+}
+
+// verdict runs the checks after the signature on a verified token.
+func (v *Validator) verdict(ik *issuerKeys, t *parsedToken, claims *Claims, audience string, scopes []string) Verdict {
+	verdict := Verdict{Reason: ReasonValid, Message: "token is valid", Claims: claims}
 	verdict.Violations = v.checkClaims(ik, t, audience, scopes)
 	if len(verdict.Violations) > 0 {
 		first := verdict.Violations[0]
@@ -123,7 +160,7 @@ func (v *Validator) Inspect(ctx context.Context, token string) Inspection {
 		return Inspection{Signature: ReasonMalformed, Message: f.Message, Hint: f.Hint}
 	}
 	in := Inspection{Header: t.header, Claims: t.toClaims()}
-	vt, ik, fail := v.verify(ctx, tok)
+	vt, ik, _, fail := v.verify(ctx, tok)
 	if fail != nil {
 		in.Signature, in.Message, in.Hint = fail.Reason, fail.Message, fail.Hint
 		return in
@@ -165,10 +202,10 @@ func (v *Validator) clean(token string) string {
 // verify runs the checks up to and including the signature, in the
 // contract's order; it returns the verified token and its issuer, or the
 // verdict of the first failed check.
-func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issuerKeys, *Verdict) {
+func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issuerKeys, *verifyKey, *Verdict) {
 	t, m := parseCompact(tok, v.maxBytes)
 	if m != nil {
-		return nil, nil, malformedVerdict(m)
+		return nil, nil, nil, malformedVerdict(m)
 	}
 	ik := v.issuers[t.claims.iss]
 	if !t.claims.hasIss {
@@ -180,16 +217,16 @@ func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issu
 	}
 	spec, known := algSpecs[t.alg]
 	if !t.hasAlg || !known || !slices.Contains(allowed, t.alg) {
-		return nil, nil, algorithmVerdict(t, allowed)
+		return nil, nil, nil, algorithmVerdict(t, allowed)
 	}
 	if ik == nil {
-		return nil, nil, v.untrustedIssuerVerdict(t)
+		return nil, nil, nil, v.untrustedIssuerVerdict(t)
 	}
 	ks := ik.keys()
 	if ks == nil || ik.stale(ks) {
 		ik.refreshForToken(ctx)
 		if ks = ik.keys(); ks == nil || ik.stale(ks) {
-			return nil, nil, keysUnavailableVerdict(ik, ks)
+			return nil, nil, nil, keysUnavailableVerdict(ik, ks)
 		}
 	}
 	key, ambiguous := ks.pick(t.kid, spec)
@@ -199,10 +236,10 @@ func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issu
 		key, ambiguous = ks.pick(t.kid, spec)
 	}
 	if key == nil {
-		return nil, nil, v.unknownKeyVerdict(t, ik, ks, ambiguous)
+		return nil, nil, nil, v.unknownKeyVerdict(t, ik, ks, ambiguous)
 	}
 	if why := key.fits(t.alg, spec); why != "" {
-		return nil, nil, &Verdict{
+		return nil, nil, nil, &Verdict{
 			Reason:   ReasonUnsupportedAlgorithm,
 			Message:  "algorithm does not match the key: " + why,
 			Hint:     "the token's alg header must match the type of the key it names; a mismatch is how key-confusion attacks work, so usher never tries another algorithm",
@@ -210,12 +247,12 @@ func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issu
 		}
 	}
 	if !key.verify(spec, t.signingInput, t.signature) {
-		return nil, nil, invalidSignatureVerdict(t, ik)
+		return nil, nil, nil, invalidSignatureVerdict(t, ik)
 	}
 	if t.kid == "" {
 		t.kid = key.kid
 	}
-	return t, ik, nil
+	return t, ik, key, nil
 }
 
 // pick finds the key for a kid; a token without kid may use the issuer's
