@@ -40,6 +40,10 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// MetricsListen is the optional Prometheus /metrics address.
 	MetricsListen string `yaml:"metrics_listen"`
+	// Pprof serves net/http/pprof on the metrics listener.
+	Pprof bool `yaml:"pprof"`
+	// HTTPListen is the optional HTTP/JSON (Connect protocol) address.
+	HTTPListen string `yaml:"http_listen"`
 	// MaxTokenBytes caps the token size, checked before any parsing (default 16 KiB).
 	MaxTokenBytes int `yaml:"max_token_bytes"`
 	// TLS serves gRPC over TLS, and mTLS with ClientCAFile.
@@ -255,8 +259,23 @@ func (c *Config) Validate() error {
 			bad("metrics_listen", "%q is not host:port (e.g. 127.0.0.1:9090)", c.MetricsListen)
 		}
 	}
-	if host, _, err := net.SplitHostPort(c.Listen); err == nil && c.TLS == nil && !c.InsecurePlaintext && !isLoopbackHost(host) {
-		bad("listen", "%q is not loopback and no tls is configured: tokens would cross the network in clear; configure tls (cert_file, key_file), or set insecure_plaintext: true if something else encrypts (e.g. a mesh sidecar)", c.Listen)
+	for _, l := range []struct{ key, addr string }{{"listen", c.Listen}, {"http_listen", c.HTTPListen}} {
+		if l.addr == "" {
+			continue
+		}
+		host, _, err := net.SplitHostPort(l.addr)
+		if err != nil {
+			if l.key != "listen" {
+				bad(l.key, "%q is not host:port (e.g. 127.0.0.1:8080)", l.addr)
+			}
+			continue
+		}
+		if c.TLS == nil && !c.InsecurePlaintext && !isLoopbackHost(host) {
+			bad(l.key, "%q is not loopback and no tls is configured: tokens would cross the network in clear; configure tls (cert_file, key_file), or set insecure_plaintext: true if something else encrypts (e.g. a mesh sidecar)", l.addr)
+		}
+	}
+	if c.Pprof && c.MetricsListen == "" {
+		bad("pprof", "true needs metrics_listen: pprof is served on the metrics listener")
 	}
 	if c.TLS != nil {
 		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {

@@ -260,6 +260,9 @@ type issuerKeys struct {
 	triedOnce sync.Once
 	tried     chan struct{} // closed after the first fetch attempt
 
+	goodFetches atomic.Uint64
+	badFetches  atomic.Uint64
+
 	mu        sync.Mutex
 	jwksURI   string
 	lastError string
@@ -425,6 +428,7 @@ func (ik *issuerKeys) transform(_ context.Context, res *http.Response) (*keySet,
 }
 
 func (ik *issuerKeys) accept(ks *keySet) {
+	ik.goodFetches.Add(1)
 	prev := ik.set.Swap(ks)
 	ik.mu.Lock()
 	ik.lastError = ""
@@ -435,6 +439,7 @@ func (ik *issuerKeys) accept(ks *keySet) {
 }
 
 func (ik *issuerKeys) fail(err error) {
+	ik.badFetches.Add(1)
 	ik.mu.Lock()
 	ik.lastError = err.Error()
 	ik.mu.Unlock()
@@ -558,7 +563,7 @@ func retryAfter(resp *http.Response, now time.Time) time.Duration {
 
 // status is what ListIssuers reports.
 func (ik *issuerKeys) status() IssuerStatus {
-	st := IssuerStatus{Issuer: ik.cfg.Issuer, Algorithms: slices.Clone(ik.cfg.Algorithms)}
+	st := IssuerStatus{Issuer: ik.cfg.Issuer, Algorithms: slices.Clone(ik.cfg.Algorithms), Fetches: ik.goodFetches.Load(), Failures: ik.badFetches.Load()}
 	ik.mu.Lock()
 	st.JWKSURI, st.LastError = ik.jwksURI, ik.lastError
 	ik.mu.Unlock()

@@ -10,9 +10,10 @@ import (
 type Option interface{ apply(*options) }
 
 type options struct {
-	now  func() time.Time
-	log  *slog.Logger
-	http *http.Client
+	now     func() time.Time
+	log     *slog.Logger
+	http    *http.Client
+	metrics *Metrics
 }
 
 type optionFunc func(*options)
@@ -34,4 +35,10 @@ func WithLogger(l *slog.Logger) Option {
 // host or from https to http.
 func WithHTTPClient(c *http.Client) Option {
 	return optionFunc(func(o *options) { o.http = c })
+}
+
+// WithMetrics records verdicts, latency and audience mismatches in m (made
+// once with NewMetrics and shared by the validators a reload creates).
+func WithMetrics(m *Metrics) Option {
+	return optionFunc(func(o *options) { o.metrics = m })
 }

@@ -42,6 +42,9 @@ func NewServer(v *Validator, log *slog.Logger) *Server {
 // finish on the one they started with.
 func (s *Server) Swap(v *Validator) { s.v.Store(v) }
 
+// Current is the validator in service.
+func (s *Server) Current() *Validator { return s.v.Load() }
+
 // Validate runs the current validator, for other front ends (ext_authz).
 func (s *Server) Validate(ctx context.Context, token, audience string, scopes []string) Verdict {
 	return s.v.Load().Validate(ctx, token, audience, scopes)

@@ -70,7 +70,7 @@ func (r *tlsFiles) load() error {
 	if err != nil {
 		return fmt.Errorf("usher: tls: cert_file/key_file: %w", err)
 	}
-	conf := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
 	if r.cfg.ClientCAFile != "" {
 		pem, err := os.ReadFile(r.cfg.ClientCAFile)
 		if err != nil {

@@ -23,6 +23,7 @@ type Validator struct {
 	now       func() time.Time
 	log       *slog.Logger
 	cache     *verifiedCache // nil when turned off
+	metrics   *Metrics       // nil without WithMetrics
 }
 
 // NewValidator builds the engine from a configuration (validated here) and
@@ -46,6 +47,7 @@ func NewValidator(ctx context.Context, cfg *Config, opts ...Option) (*Validator,
 		maxBytes: cfg.MaxTokenBytes,
 		now:      o.now,
 		log:      o.log,
+		metrics:  o.metrics,
 	}
 	if cfg.CacheMaxEntries > 0 {
 		v.cache = newVerifiedCache(cfg.CacheMaxEntries, cfg.CacheMaxBytes)
@@ -103,22 +105,38 @@ func (v *Validator) Audiences() []KnownAudience { return slices.Clone(v.audience
 // requires every scope in scopes. The token may carry a "Bearer " prefix.
 // An empty audience never matches: it is a caller bug, and fails closed.
 func (v *Validator) Validate(ctx context.Context, token, audience string, scopes []string) Verdict {
+	if v.metrics == nil {
+		verdict, _ := v.validate(ctx, token, audience, scopes)
+		return verdict
+	}
+	start := time.Now()
+	verdict, ik := v.validate(ctx, token, audience, scopes)
+	issuer := ""
+	if ik != nil {
+		issuer = ik.cfg.Issuer
+	}
+	v.metrics.observe(&verdict, issuer, audience, v.audName, time.Since(start))
+	return verdict
+}
+
+// validate is Validate; it also names the issuer once it is known.
+func (v *Validator) validate(ctx context.Context, token, audience string, scopes []string) (Verdict, *issuerKeys) {
 	tok := v.clean(token)
 	if v.cache == nil {
 		t, ik, _, fail := v.verify(ctx, tok)
 		if fail != nil {
-			return *fail
+			return *fail, ik
 		}
-		return v.verdict(ik, t, t.toClaims(), audience, scopes)
+		return v.verdict(ik, t, t.toClaims(), audience, scopes), ik
 	}
 	key := tokenKey(tok)
 	now := v.now()
 	if e := v.cache.get(key, now); e != nil {
-		return v.verdict(e.ik, e.t, e.claims, audience, scopes)
+		return v.verdict(e.ik, e.t, e.claims, audience, scopes), e.ik
 	}
 	t, ik, k, fail := v.verify(ctx, tok)
 	if fail != nil {
-		return *fail
+		return *fail, ik
 	}
 	until := now.Add(time.Hour)
 	if t.claims.hasExp {
@@ -127,7 +145,7 @@ func (v *Validator) Validate(ctx context.Context, token, audience string, scopes
 	if until.After(now) {
 		v.cache.add(key, len(tok), t, ik, k, until)
 	}
-	return v.verdict(ik, t, t.toClaims(), audience, scopes)
+	return v.verdict(ik, t, t.toClaims(), audience, scopes), ik
 }
 
 // CacheStats reports the verified-token cache's counters (zero when off).
@@ -200,8 +218,8 @@ func (v *Validator) clean(token string) string {
 }
 
 // verify runs the checks up to and including the signature, in the
-// contract's order; it returns the verified token and its issuer, or the
-// verdict of the first failed check.
+// contract's order; it returns the verified token, its issuer and key, or the
+// verdict of the first failed check (with the issuer once it is known).
 func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issuerKeys, *verifyKey, *Verdict) {
 	t, m := parseCompact(tok, v.maxBytes)
 	if m != nil {
@@ -226,7 +244,7 @@ func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issu
 	if ks == nil || ik.stale(ks) {
 		ik.refreshForToken(ctx)
 		if ks = ik.keys(); ks == nil || ik.stale(ks) {
-			return nil, nil, nil, keysUnavailableVerdict(ik, ks)
+			return nil, ik, nil, keysUnavailableVerdict(ik, ks)
 		}
 	}
 	key, ambiguous := ks.pick(t.kid, spec)
@@ -236,10 +254,10 @@ func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issu
 		key, ambiguous = ks.pick(t.kid, spec)
 	}
 	if key == nil {
-		return nil, nil, nil, v.unknownKeyVerdict(t, ik, ks, ambiguous)
+		return nil, ik, nil, v.unknownKeyVerdict(t, ik, ks, ambiguous)
 	}
 	if why := key.fits(t.alg, spec); why != "" {
-		return nil, nil, nil, &Verdict{
+		return nil, ik, nil, &Verdict{
 			Reason:   ReasonUnsupportedAlgorithm,
 			Message:  "algorithm does not match the key: " + why,
 			Hint:     "the token's alg header must match the type of the key it names; a mismatch is how key-confusion attacks work, so usher never tries another algorithm",
@@ -247,7 +265,7 @@ func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issu
 		}
 	}
 	if !key.verify(spec, t.signingInput, t.signature) {
-		return nil, nil, nil, invalidSignatureVerdict(t, ik)
+		return nil, ik, nil, invalidSignatureVerdict(t, ik)
 	}
 	if t.kid == "" {
 		t.kid = key.kid

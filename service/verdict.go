@@ -123,4 +123,6 @@ type IssuerStatus struct {
 	LastRefresh time.Time
 	LastError   string
 	NextRefresh time.Time
+	// Fetches and Failures count key set fetches since this validator started.
+	Fetches, Failures uint64
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,11 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"connectrpc.com/connect"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/usher-dev/usher/httpapi"
 	"github.com/usher-dev/usher/service"
 )
 
@@ -83,6 +87,8 @@ type serveOptions struct {
 	log    *slog.Logger
 	ready  func(addr string) // told the gRPC address once the listener is open
 	reload <-chan struct{}   // a value asks for the config file to be re-read
+
+	metrics *service.Metrics // made by serve, shared by reloaded validators
 }
 
 // serve runs usher until ctx is done, then stops gracefully.
@@ -90,8 +96,10 @@ func serve(ctx context.Context, o serveOptions) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cfg, log := o.cfg, o.log
+	reg := prometheus.NewRegistry()
+	o.metrics = service.NewMetrics(reg)
 	vctx, vcancel := context.WithCancel(ctx)
-	v, err := service.NewValidator(vctx, cfg, service.WithLogger(log))
+	v, err := service.NewValidator(vctx, cfg, service.WithLogger(log), service.WithMetrics(o.metrics))
 	if err != nil {
 		vcancel()
 		return err
@@ -103,9 +111,9 @@ func serve(ctx context.Context, o serveOptions) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 15 * time.Minute, Time: time.Minute, Timeout: 20 * time.Second}),
 	}
+	var tc *tls.Config
 	if cfg.TLS != nil {
-		tc, err := service.ServerTLS(cfg.TLS, func(err error) { log.Error("tls reload failed", "err", err) })
-		if err != nil {
+		if tc, err = service.ServerTLS(cfg.TLS, func(err error) { log.Error("tls reload failed", "err", err) }); err != nil {
 			vcancel()
 			return err
 		}
@@ -119,7 +127,6 @@ func serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 
-	reg := prometheus.NewRegistry()
 	metrics := grpcprom.NewServerMetrics()
 	reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts = append(opts,
@@ -129,25 +136,54 @@ func serve(ctx context.Context, o serveOptions) error {
 	gs := grpc.NewServer(opts...)
 	srv := service.Register(ctx, gs, v, log)
 	metrics.InitializeMetrics(gs)
+	reg.MustRegister(service.StatusCollector(srv.Current))
 
-	errc := make(chan error, 2)
-	var metricsSrv *http.Server
-	if cfg.MetricsListen != "" {
-		mlis, err := net.Listen("tcp", cfg.MetricsListen)
+	errc := make(chan error, 3)
+	var httpServers []*http.Server
+	startHTTP := func(key, addr string, h http.Handler, hs *http.Server, tlsConf *tls.Config) error {
+		hl, err := net.Listen("tcp", addr)
 		if err != nil {
-			lis.Close()
-			vcancel()
-			return fmt.Errorf("metrics_listen %s: %w", cfg.MetricsListen, err)
+			return fmt.Errorf("%s %s: %w", key, addr, err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		if hs == nil {
+			hs = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		}
+		if tlsConf != nil {
+			hs.TLSConfig = tlsConf
+			hl = tls.NewListener(hl, tlsConf)
+		}
+		httpServers = append(httpServers, hs)
 		go func() {
-			if err := metricsSrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("metrics: %w", err)
+			if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", key, err)
 			}
 		}()
-		log.Info("metrics listening", "addr", mlis.Addr().String())
+		log.Info(key+" listening", "addr", hl.Addr().String())
+		return nil
+	}
+	if cfg.MetricsListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		if cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
+		if err := startHTTP("metrics", cfg.MetricsListen, mux, nil, nil); err != nil {
+			lis.Close()
+			vcancel()
+			return err
+		}
+	}
+	if cfg.HTTPListen != "" {
+		h := httpapi.Handler(srv, connect.WithReadMaxBytes(service.MaxRecvMsgSize(cfg)))
+		if err := startHTTP("http_listen", cfg.HTTPListen, nil, httpapi.NewServer(cfg.HTTPListen, h), tc); err != nil {
+			lis.Close()
+			vcancel()
+			return err
+		}
 	}
 	go func() { errc <- gs.Serve(lis) }()
 	log.Info("usher listening", "addr", lis.Addr().String(), "issuers", len(cfg.Issuers), "tls", cfg.TLS != nil)
@@ -187,10 +223,10 @@ func serve(ctx context.Context, o serveOptions) error {
 		gs.Stop()
 	}
 	vcancel()
-	if metricsSrv != nil {
+	for _, hs := range httpServers {
 		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
-		defer scancel()
-		_ = metricsSrv.Shutdown(sctx)
+		_ = hs.Shutdown(sctx)
+		scancel()
 	}
 	return nil
 }
@@ -210,12 +246,12 @@ func reloadConfig(ctx context.Context, o serveOptions, running *service.Config, 
 		log.Error("reload refused: keeping the running config", "err", err)
 		return nil
 	}
-	if cfg.Listen != running.Listen || cfg.MetricsListen != running.MetricsListen || (cfg.TLS == nil) != (running.TLS == nil) ||
+	if cfg.Listen != running.Listen || cfg.MetricsListen != running.MetricsListen || cfg.HTTPListen != running.HTTPListen || cfg.Pprof != running.Pprof || (cfg.TLS == nil) != (running.TLS == nil) ||
 		cfg.MaxInFlight != running.MaxInFlight || cfg.MaxConcurrentStreams != running.MaxConcurrentStreams || cfg.MaxTokenBytes != running.MaxTokenBytes {
 		log.Warn("reload: listeners, tls and limits are applied at start only; restart usher to change them")
 	}
 	vctx, vcancel := context.WithCancel(ctx)
-	v, err := service.NewValidator(vctx, cfg, service.WithLogger(log))
+	v, err := service.NewValidator(vctx, cfg, service.WithLogger(log), service.WithMetrics(o.metrics))
 	if err != nil {
 		vcancel()
 		log.Error("reload refused: keeping the running config", "err", err)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -307,4 +308,91 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func textLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func httpGet(t *testing.T, u string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", u, resp.Status)
+	}
+	return string(b)
+}
+
+// TestServe_MetricsPprofAndHTTPJSON: one usher serving gRPC, HTTP/JSON and
+// /metrics; the metrics count what both front ends did, with bounded labels.
+func TestServe_MetricsPprofAndHTTPJSON(t *testing.T) {
+	iss := devIssuer(t)
+	metricsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	cfg := &service.Config{Listen: "127.0.0.1:0", MetricsListen: metricsAddr, Pprof: true, HTTPListen: httpAddr,
+		Issuers:   []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}},
+		Audiences: []service.AudienceConfig{{Audience: "api/users", Name: "Users API"}, {Audience: "api/invoices", Name: "Invoices API"}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServe(t, serveOptions{cfg: cfg, log: discardLogger()})
+	c, hc := dialUsher(t, addr)
+	waitServing(t, hc)
+	users, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, aud := range []string{"api/users", "api/users", "api/invoices", "api/unregistered"} {
+		if _, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: users, ExpectedAudience: aud}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := `{"token":"` + users + `","expected_audience":"api/invoices"}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+httpAddr+"/usher.v1.TokenService/ValidateToken", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(out), `"REASON_AUDIENCE_MISMATCH"`) || !strings.Contains(string(out), "Users API") {
+		t.Fatalf("HTTP/JSON: %s %s", resp.Status, out)
+	}
+
+	m := httpGet(t, "http://"+metricsAddr+"/metrics")
+	for _, want := range []string{
+		`usher_verdicts_total{audience="api/users",issuer="` + iss.URL() + `",reason="VALID"} 2`,
+		`usher_verdicts_total{audience="api/invoices",issuer="` + iss.URL() + `",reason="AUDIENCE_MISMATCH"} 2`,
+		`usher_verdicts_total{audience="other",issuer="` + iss.URL() + `",reason="AUDIENCE_MISMATCH"} 1`,
+		`usher_audience_mismatches_total{actual="api/users",expected="api/invoices"} 2`,
+		`usher_cache_hits_total 4`,
+		`usher_cache_misses_total 1`,
+		`usher_jwks_fetches_total{issuer="` + iss.URL() + `"} 1`,
+		`usher_jwks_keys{issuer="` + iss.URL() + `"} 3`,
+		`usher_validation_seconds_count 5`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="ValidateToken",grpc_service="usher.v1.TokenService",grpc_type="unary"} 4`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(m, "api/unregistered") {
+		t.Error("an unregistered audience became a label value: cardinality is not bounded")
+	}
+	if !strings.Contains(httpGet(t, "http://"+metricsAddr+"/debug/pprof/"), "goroutine") {
+		t.Error("pprof index not served")
+	}
 }
