@@ -1,0 +1,242 @@
+'use strict';
+// Bearer-token checks for Node HTTP services, answered by usher.
+//
+//   const auth = createUsherAuth({ target: '127.0.0.1:50051', audience: 'api/invoices' });
+//   const claims = await auth.check(req.headers.authorization, { requiredScopes: ['invoices.read'] });
+//
+// check() asks usher.v1.TokenService/ValidateToken with the service's own
+// audience and maps the verdict to HTTP: Unauthorized (401, RFC 6750
+// error="invalid_token") for a token usher rejects, Forbidden (403,
+// error="insufficient_scope") for a missing scope, ServiceUnavailable (503)
+// when usher cannot decide (KEYS_UNAVAILABLE, unreachable, past the
+// deadline). It fails closed: no verdict, no access.
+
+const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const PROTO_ROOT = path.join(__dirname, '..', '..', 'proto');
+const PROTO_FILE = 'usher/v1/usher.proto';
+
+let tokenServiceCtor;
+function loadTokenService() {
+  if (!tokenServiceCtor) {
+    const def = protoLoader.loadSync(PROTO_FILE, {
+      includeDirs: [PROTO_ROOT],
+      keepCase: false, // expected_audience -> expectedAudience
+      longs: String,
+      enums: String, // reason: 'REASON_AUDIENCE_MISMATCH'
+      defaults: true,
+      oneofs: true,
+    });
+    tokenServiceCtor = grpc.loadPackageDefinition(def).usher.v1.TokenService;
+  }
+  return tokenServiceCtor;
+}
+
+const STATUS_NAME = Object.fromEntries(Object.entries(grpc.status).map(([k, v]) => [v, k]));
+
+class UsherAuthError extends Error {
+  constructor(reason, message, { hint = '', wwwAuthenticate = null, mismatch = null, missingScopes = [], verdict = null } = {}) {
+    super(message);
+    this.name = new.target.name;
+    this.reason = reason; // usher's Reason without REASON_, or MISSING_CREDENTIALS, INVALID_CREDENTIALS, VALIDATION_UNAVAILABLE
+    this.hint = hint;
+    this.wwwAuthenticate = wwwAuthenticate;
+    this.mismatch = mismatch; // { claim, expected, actual } or null
+    this.missingScopes = missingScopes;
+    this.verdict = verdict; // the ValidateTokenResponse, when usher answered
+  }
+
+  get headers() {
+    const h = { 'content-type': 'application/json', 'cache-control': 'no-store' };
+    if (this.wwwAuthenticate) h['www-authenticate'] = this.wwwAuthenticate;
+    return h;
+  }
+
+  body() {
+    const doc = { error: this.title, reason: this.reason, message: this.message };
+    if (this.hint) doc.hint = this.hint;
+    return JSON.stringify(doc);
+  }
+}
+
+class Unauthorized extends UsherAuthError {
+  get status() { return 401; }
+  get title() { return 'Unauthorized'; }
+}
+
+class Forbidden extends UsherAuthError {
+  get status() { return 403; }
+  get title() { return 'Forbidden'; }
+}
+
+class ServiceUnavailable extends UsherAuthError {
+  get status() { return 503; }
+  get title() { return 'Service Unavailable'; }
+}
+
+// Printable ASCII without quotes or backslashes, as RFC 6750 requires of error_description.
+function headerSafe(s) {
+  return String(s).replace(/[^\x20-\x7e]|["\\]/g, "'");
+}
+
+function toDate(ts) {
+  if (!ts) return null;
+  return new Date(Number(ts.seconds) * 1000 + Math.floor((ts.nanos || 0) / 1e6));
+}
+
+function fromValue(v) {
+  switch (v && v.kind) {
+    case 'nullValue': return null;
+    case 'numberValue': return v.numberValue;
+    case 'stringValue': return v.stringValue;
+    case 'boolValue': return v.boolValue;
+    case 'structValue': return fromStruct(v.structValue);
+    case 'listValue': return (v.listValue.values || []).map(fromValue);
+    default: return undefined;
+  }
+}
+
+function fromStruct(s) {
+  const out = {};
+  for (const [k, v] of Object.entries((s && s.fields) || {})) out[k] = fromValue(v);
+  return out;
+}
+
+function toClaims(c) {
+  return {
+    issuer: c.issuer,
+    subject: c.subject,
+    audience: c.audience,
+    scopes: c.scopes,
+    clientId: c.clientId,
+    expiresAt: toDate(c.expiresAt),
+    issuedAt: toDate(c.issuedAt),
+    notBefore: toDate(c.notBefore),
+    jwtId: c.jwtId,
+    keyId: c.keyId,
+    algorithm: c.algorithm,
+    tokenType: c.tokenType,
+    raw: fromStruct(c.raw), // every payload claim, as JSON values
+  };
+}
+
+class UsherAuth {
+  // target: usher's gRPC address, e.g. '127.0.0.1:50051' or 'dns:///usher.platform.svc:50051'.
+  // audience: the audience this service answers to, e.g. 'api/invoices'.
+  // realm: the RFC 6750 realm in WWW-Authenticate (default: the audience).
+  // timeoutMs: how long one validation may take before the request is answered 503.
+  // credentials: grpc.credentials.createSsl(...) for TLS; default plaintext.
+  constructor({ target, audience, realm, timeoutMs = 2000, credentials, channelOptions } = {}) {
+    if (!target) throw new TypeError('UsherAuth: target is required (usher\'s gRPC address)');
+    if (!audience) throw new TypeError('UsherAuth: audience is required (the audience this API answers to)');
+    this.target = target;
+    this.audience = audience;
+    this.realm = realm || audience;
+    this.timeoutMs = timeoutMs;
+    const TokenService = loadTokenService();
+    this.client = new TokenService(target, credentials || grpc.credentials.createInsecure(), channelOptions || {});
+  }
+
+  close() {
+    this.client.close();
+  }
+
+  // Resolves to the token's claims, or rejects with Unauthorized, Forbidden or ServiceUnavailable.
+  // authorization: the request's Authorization value (string, undefined, or an array of values).
+  async check(authorization, { requiredScopes = [] } = {}) {
+    const token = this.bearer(authorization);
+    let resp;
+    try {
+      resp = await this.validate(token, requiredScopes);
+    } catch (err) {
+      const code = STATUS_NAME[err.code] || String(err.code);
+      throw new ServiceUnavailable('VALIDATION_UNAVAILABLE',
+        `usher at ${this.target} did not answer: ${code}: ${err.details || err.message}`,
+        { hint: `not the token's fault: retry shortly, and check that usher runs and is reachable at ${this.target}` });
+    }
+    if (resp.valid && resp.reason === 'REASON_VALID') return toClaims(resp.claims || {});
+    throw this.reject(resp);
+  }
+
+  // An Express-style middleware: on success sets req.usher to the claims and calls next();
+  // on a rejection answers the request itself (status, WWW-Authenticate, JSON body).
+  middleware({ requiredScopes = [] } = {}) {
+    return (req, res, next) => {
+      this.check(req.headers.authorization, { requiredScopes }).then(
+        (claims) => { req.usher = claims; next(); },
+        (err) => {
+          if (!(err instanceof UsherAuthError)) return next(err);
+          res.writeHead(err.status, err.headers);
+          res.end(err.body());
+        });
+    };
+  }
+
+  validate(token, requiredScopes) {
+    const req = { token, expectedAudience: this.audience, requiredScopes: [...requiredScopes] };
+    return new Promise((resolve, reject) => {
+      this.client.validateToken(req, { deadline: Date.now() + this.timeoutMs }, (err, resp) => (err ? reject(err) : resolve(resp)));
+    });
+  }
+
+  bearer(header) {
+    if (Array.isArray(header)) {
+      if (header.length > 1) throw this.invalidRequest(`${header.length} Authorization values: send exactly one`);
+      header = header[0];
+    }
+    if (header == null || String(header).trim() === '') {
+      throw new Unauthorized('MISSING_CREDENTIALS', 'no Authorization header', {
+        hint: 'send "Authorization: Bearer <access token>"',
+        wwwAuthenticate: `Bearer realm="${headerSafe(this.realm)}"`,
+      });
+    }
+    const trimmed = String(header).trim();
+    const sp = trimmed.indexOf(' ');
+    const scheme = sp < 0 ? trimmed : trimmed.slice(0, sp);
+    const token = sp < 0 ? '' : trimmed.slice(sp + 1).trim();
+    if (scheme.toLowerCase() !== 'bearer') {
+      throw this.invalidRequest(`authorization scheme ${JSON.stringify(scheme.slice(0, 32))}: this service takes Bearer tokens`);
+    }
+    if (!token) throw this.invalidRequest('empty bearer token');
+    return token;
+  }
+
+  invalidRequest(why) {
+    return new Unauthorized('INVALID_CREDENTIALS', why, {
+      hint: 'send "Authorization: Bearer <access token>"',
+      wwwAuthenticate: `Bearer realm="${headerSafe(this.realm)}", error="invalid_request", error_description="${headerSafe(why)}"`,
+    });
+  }
+
+  reject(resp) {
+    const name = typeof resp.reason === 'string' ? resp.reason : `REASON_${resp.reason}`;
+    const reason = name.replace(/^REASON_/, '');
+    const mismatch = resp.mismatch
+      ? { claim: resp.mismatch.claim, expected: resp.mismatch.expected, actual: resp.mismatch.actual }
+      : null;
+    let description = `${reason}: ${resp.message}`;
+    if (resp.hint) description += ` (hint: ${resp.hint})`;
+    let challenge = `Bearer realm="${headerSafe(this.realm)}"`;
+    const opts = { hint: resp.hint, mismatch, verdict: resp };
+
+    if (name === 'REASON_INSUFFICIENT_SCOPE') {
+      const granted = new Set(mismatch ? mismatch.actual : []);
+      const missing = (mismatch ? mismatch.expected : []).filter((s) => !granted.has(s));
+      challenge += `, error="insufficient_scope", error_description="${headerSafe(description)}", scope="${headerSafe(missing.join(' '))}"`;
+      return new Forbidden(reason, resp.message, { ...opts, wwwAuthenticate: challenge, missingScopes: missing });
+    }
+    if (['REASON_KEYS_UNAVAILABLE', 'REASON_UNSPECIFIED', 'REASON_VALID'].includes(name) || typeof resp.reason !== 'string') {
+      return new ServiceUnavailable(reason, resp.message, opts);
+    }
+    challenge += `, error="invalid_token", error_description="${headerSafe(description)}"`;
+    return new Unauthorized(reason, resp.message, { ...opts, wwwAuthenticate: challenge });
+  }
+}
+
+function createUsherAuth(options) {
+  return new UsherAuth(options);
+}
+
+module.exports = { createUsherAuth, UsherAuth, UsherAuthError, Unauthorized, Forbidden, ServiceUnavailable };

@@ -1,0 +1,370 @@
+"""usher_auth against a real usher: `usher dev` (and `usher serve` for KEYS_UNAVAILABLE) started per test.
+
+    cd examples/python && /usr/bin/python3 -m unittest -v
+
+$USHER_BIN names a built usher; without it the tests build one with `go build`.
+"""
+
+import base64
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+
+import usher_auth  # noqa: E402
+from usher_auth import Forbidden, ServiceUnavailable, Unauthorized, UsherAuth  # noqa: E402
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+CMD_TIMEOUT = 15.0
+
+TMP = None
+USHER = None
+
+
+def setUpModule():
+    global TMP, USHER
+    TMP = tempfile.mkdtemp(prefix="usher-py-")
+    usher_auth.load_stubs(usher_auth.generate_stubs(os.path.join(TMP, "gen")))
+    USHER = os.environ.get("USHER_BIN")
+    if not USHER:
+        USHER = os.path.join(TMP, "usher")
+        subprocess.run(["go", "build", "-o", USHER, "./cmd/usher"], cwd=REPO, check=True, timeout=600)
+
+
+def tearDownModule():
+    if TMP:
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+def closed_port():
+    """A 127.0.0.1 port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def b64url(obj):
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+class UsherProcess:
+    """One usher process; start() returns once `pattern` names its gRPC address."""
+
+    DEV_ADDR = re.compile(r"^  gRPC\s+(\S+)")
+    SERVE_ADDR = re.compile(r'msg="usher listening" addr=(\S+)')
+
+    def __init__(self, args, pattern):
+        self.args, self.pattern = args, pattern
+        self.proc, self.addr, self.lines = None, None, []
+        self._found = queue.Queue()
+        self._readers = []
+
+    def start(self):
+        self.proc = subprocess.Popen([USHER] + self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            t = threading.Thread(target=self._read, args=(stream,), daemon=True)
+            t.start()
+            self._readers.append(t)
+        try:
+            self.addr = self._found.get(timeout=START_TIMEOUT)
+        except queue.Empty:
+            self.stop()
+            raise AssertionError("usher %s printed no gRPC address within %.0fs:\n%s"
+                                 % (" ".join(self.args), START_TIMEOUT, "".join(self.lines)))
+        if self.addr is None:
+            self.stop()
+            raise AssertionError("usher %s exited before serving:\n%s" % (" ".join(self.args), "".join(self.lines)))
+        return self.addr
+
+    def _read(self, stream):
+        for line in stream:  # drained to the end so usher never blocks on a full pipe
+            self.lines.append(line)
+            m = self.pattern.search(line)
+            if m:
+                self._found.put(m.group(1))
+        self._found.put(None)
+
+    def stop(self):
+        if self.proc is None or self.proc.stdout.closed:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+        for t in self._readers:
+            t.join(timeout=STOP_TIMEOUT)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
+
+
+class UsherAuthTest(unittest.TestCase):
+    def setUp(self):
+        self.usher = UsherProcess(["dev", "--listen", "127.0.0.1:0"], UsherProcess.DEV_ADDR)
+        self.addCleanup(self.usher.stop)
+        self.addr = self.usher.start()
+        self.auths = []
+        self.wait_ready()
+
+    def tearDown(self):
+        for a in self.auths:
+            a.close()
+        self.usher.stop()
+        self.assertIsNotNone(self.usher.proc.poll(), "usher still running after SIGTERM")
+
+    def auth(self, audience, target=None, **kw):
+        a = UsherAuth(target or self.addr, audience, **kw)
+        self.auths.append(a)
+        return a
+
+    def mint(self, audience, *scopes, ttl=None):
+        cmd = [USHER, "mint", "--addr", self.addr, "--audience", audience]
+        for s in scopes:
+            cmd += ["--scope", s]
+        if ttl:
+            cmd += ["--ttl", ttl]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        token = out.stdout.strip()
+        self.assertEqual(token.count("."), 2, "not a compact JWS: %r" % token)
+        return token
+
+    def wait_ready(self):
+        """Until the dev issuer's keys are loaded: a fresh token must come back VALID."""
+        auth = self.auth("api/users")
+        token = self.mint("api/users")
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                auth.check("Bearer " + token)
+                return
+            except ServiceUnavailable as e:
+                if time.monotonic() > deadline:
+                    raise AssertionError("usher not ready after %.0fs: %s" % (START_TIMEOUT, e))
+                time.sleep(0.05)
+
+    def assert_challenge(self, err, error, description_prefix=None, scope=None):
+        m = re.fullmatch(r'Bearer realm="([^"\\]*)", error="([a-z_]+)", error_description="([^"\\]*)"'
+                         r'(?:, scope="([^"\\]*)")?', err.www_authenticate or "")
+        self.assertIsNotNone(m, "not an RFC 6750 challenge: %r" % err.www_authenticate)
+        realm, got_error, description, got_scope = m.groups()
+        self.assertEqual(got_error, error)
+        if description_prefix is not None:
+            self.assertTrue(description.startswith(description_prefix), description)
+        self.assertEqual(got_scope, scope)
+        self.assertIn(("WWW-Authenticate", err.www_authenticate), err.headers)
+        return realm, description
+
+    # --- verdicts ---
+
+    def test_valid_token_returns_claims(self):
+        token = self.mint("api/users", "users.read")
+        claims = self.auth("api/users").check("Bearer " + token, required_scopes=["users.read"])
+        self.assertEqual(claims.audience, ["api/users"])
+        self.assertEqual(claims.scopes, ["users.read"])
+        self.assertEqual(claims.subject, "usher-dev")
+        self.assertEqual(claims.client_id, "usher-dev")
+        self.assertEqual(claims.token_type, "at+jwt")
+        self.assertEqual(claims.algorithm, "RS256")
+        self.assertRegex(claims.issuer, r"^http://127\.0\.0\.1:\d+$")
+        self.assertGreater(claims.expires_at.timestamp(), time.time())
+        self.assertEqual(claims.raw["aud"], "api/users")
+        self.assertEqual(claims.raw["scope"], "users.read")
+
+    def test_scheme_is_case_insensitive(self):
+        token = self.mint("api/users")
+        claims = self.auth("api/users").check("bearer  " + token + " ")
+        self.assertEqual(claims.audience, ["api/users"])
+
+    def test_token_for_another_api_is_401_audience_mismatch(self):
+        token = self.mint("api/users", "users.read")
+        with self.assertRaises(Unauthorized) as cm:
+            self.auth("api/invoices").check("Bearer " + token)
+        e = cm.exception
+        self.assertEqual(e.status, 401)
+        self.assertEqual(e.status_line, "401 Unauthorized")
+        self.assertEqual(e.reason, "AUDIENCE_MISMATCH")
+        self.assertEqual(e.message, "token audience [api/users] does not include api/invoices")
+        self.assertIn("Users API", e.hint)
+        self.assertIn("api/invoices", e.hint)
+        self.assertEqual(e.mismatch, {"claim": "aud", "expected": ["api/invoices"], "actual": ["api/users"]})
+        realm, description = self.assert_challenge(e, "invalid_token", "AUDIENCE_MISMATCH: token audience")
+        self.assertEqual(realm, "api/invoices")
+        self.assertIn("Users API", description)
+        body = json.loads(e.body())
+        self.assertEqual(body["reason"], "AUDIENCE_MISMATCH")
+        self.assertIn("Users API", body["hint"])
+
+    def test_missing_scope_is_403(self):
+        token = self.mint("api/invoices", "invoices.read")
+        with self.assertRaises(Forbidden) as cm:
+            self.auth("api/invoices").check("Bearer " + token, required_scopes=["invoices.read", "invoices.write"])
+        e = cm.exception
+        self.assertEqual(e.status, 403)
+        self.assertEqual(e.reason, "INSUFFICIENT_SCOPE")
+        self.assertEqual(e.missing_scopes, ["invoices.write"])
+        self.assertTrue(e.message)
+        self.assert_challenge(e, "insufficient_scope", "INSUFFICIENT_SCOPE: ", scope="invoices.write")
+
+    def test_garbage_is_401_malformed(self):
+        with self.assertRaises(Unauthorized) as cm:
+            self.auth("api/users").check("Bearer not-a-jwt")
+        e = cm.exception
+        self.assertEqual((e.status, e.reason), (401, "MALFORMED"))
+        self.assertIsNone(e.mismatch)
+        self.assert_challenge(e, "invalid_token", "MALFORMED: ")
+
+    def test_expired_is_401(self):
+        token = self.mint("api/users", ttl="-5m")
+        with self.assertRaises(Unauthorized) as cm:
+            self.auth("api/users").check("Bearer " + token)
+        self.assertEqual(cm.exception.reason, "EXPIRED")
+        self.assertTrue(cm.exception.hint)
+
+    # --- the Authorization header ---
+
+    def test_no_header_is_401_without_error_code(self):
+        auth = self.auth("api/users")
+        for header in (None, "", "   ", []):
+            with self.subTest(header=header):
+                with self.assertRaises(Unauthorized) as cm:
+                    auth.check(header)
+                e = cm.exception
+                self.assertEqual((e.status, e.reason), (401, "MISSING_CREDENTIALS"))
+                self.assertEqual(e.www_authenticate, 'Bearer realm="api/users"')  # RFC 6750 section 3.1
+                self.assertIn("Bearer", e.hint)
+
+    def test_wrong_scheme_or_empty_token_is_401_invalid_request(self):
+        auth = self.auth("api/users", realm="example")
+        token = self.mint("api/users")
+        for header in ("Basic dXNlcjpwYXNz", token, "Bearer", "Bearer   ", ["Bearer " + token, "Bearer " + token]):
+            with self.subTest(header=header):
+                with self.assertRaises(Unauthorized) as cm:
+                    auth.check(header)
+                e = cm.exception
+                self.assertEqual((e.status, e.reason), (401, "INVALID_CREDENTIALS"))
+                realm, _ = self.assert_challenge(e, "invalid_request")
+                self.assertEqual(realm, "example")
+
+    def test_empty_audience_is_refused(self):
+        with self.assertRaises(ValueError):
+            UsherAuth(self.addr, "")
+
+    # --- fail closed ---
+
+    def test_usher_stopped_is_503(self):
+        auth = self.auth("api/users", timeout=2.0)
+        token = self.mint("api/users")
+        self.assertEqual(auth.check("Bearer " + token).audience, ["api/users"])
+        self.usher.stop()
+        start = time.monotonic()
+        with self.assertRaises(ServiceUnavailable) as cm:
+            auth.check("Bearer " + token)
+        e = cm.exception
+        self.assertLess(time.monotonic() - start, 2.0 + 1.0)
+        self.assertEqual((e.status, e.reason), (503, "VALIDATION_UNAVAILABLE"))
+        self.assertIn(self.addr, e.message)
+        self.assertIn("not the token's fault", e.hint)
+        self.assertIsNone(e.www_authenticate)
+
+    def test_closed_port_is_503(self):
+        target = "127.0.0.1:%d" % closed_port()
+        with self.assertRaises(ServiceUnavailable) as cm:
+            self.auth("api/users", target=target, timeout=2.0).check("Bearer " + self.mint("api/users"))
+        self.assertEqual((cm.exception.status, cm.exception.reason), (503, "VALIDATION_UNAVAILABLE"))
+        self.assertIn("UNAVAILABLE", cm.exception.message)
+
+    def test_keys_unavailable_is_503(self):
+        dead = "http://127.0.0.1:%d/" % closed_port()
+        cfg = os.path.join(TMP, "keys-unavailable-%d.yaml" % os.getpid())
+        with open(cfg, "w") as f:
+            f.write('listen: "127.0.0.1:0"\nissuers:\n  - issuer: "%s"\n    jwks_uri: "%sjwks.json"\n'
+                    '    fetch_timeout: "1s"\n' % (dead, dead))
+        serve = UsherProcess(["serve", "--config", cfg], UsherProcess.SERVE_ADDR)
+        self.addCleanup(serve.stop)
+        addr = serve.start()
+        token = "%s.%s.c2ln" % (b64url({"alg": "RS256", "kid": "k1", "typ": "at+jwt"}),
+                                b64url({"iss": dead, "aud": "api/users", "exp": int(time.time()) + 600}))
+        with self.assertRaises(ServiceUnavailable) as cm:
+            self.auth("api/users", target=addr, timeout=5.0).check("Bearer " + token)
+        e = cm.exception
+        self.assertEqual((e.status, e.reason), (503, "KEYS_UNAVAILABLE"))
+        self.assertIn("not the token's fault", e.hint)
+        self.assertIsNone(e.www_authenticate)
+        serve.stop()
+
+    # --- the example WSGI app, over HTTP ---
+
+    def test_example_app_over_http(self):
+        import example_app
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        srv = make_server("127.0.0.1", 0, example_app.make_app(self.auth("api/invoices")), handler_class=Quiet)
+        t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        t.start()
+
+        def stop_server():
+            srv.shutdown()
+            srv.server_close()
+            t.join(timeout=STOP_TIMEOUT)
+
+        self.addCleanup(stop_server)
+        url = "http://127.0.0.1:%d/invoices" % srv.server_port
+
+        def get(authorization=None):
+            req = urllib.request.Request(url, headers={"Authorization": authorization} if authorization else {})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, dict(r.headers), json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, dict(e.headers), json.loads(e.read())
+
+        status, _, body = get("Bearer " + self.mint("api/invoices", "invoices.read"))
+        self.assertEqual((status, body["subject"]), (200, "usher-dev"))
+
+        status, headers, body = get("Bearer " + self.mint("api/users", "users.read"))
+        self.assertEqual((status, body["reason"]), (401, "AUDIENCE_MISMATCH"))
+        self.assertTrue(headers["WWW-Authenticate"].startswith(
+            'Bearer realm="api/invoices", error="invalid_token", error_description="AUDIENCE_MISMATCH: '))
+        self.assertIn("Users API", body["hint"])
+
+        status, headers, body = get("Bearer " + self.mint("api/invoices"))
+        self.assertEqual((status, body["reason"]), (403, "INSUFFICIENT_SCOPE"))
+        self.assertIn('error="insufficient_scope"', headers["WWW-Authenticate"])
+
+        status, headers, body = get()
+        self.assertEqual((status, body["reason"]), (401, "MISSING_CREDENTIALS"))
+        self.assertEqual(headers["WWW-Authenticate"], 'Bearer realm="api/invoices"')
+
+        token = self.mint("api/invoices", "invoices.read")
+        self.usher.stop()
+        status, headers, body = get("Bearer " + token)
+        self.assertEqual((status, body["reason"]), (503, "VALIDATION_UNAVAILABLE"))
+        self.assertNotIn("WWW-Authenticate", headers)
+
+
+if __name__ == "__main__":
+    unittest.main()
