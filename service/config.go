@@ -44,6 +44,10 @@ type Config struct {
 	Pprof bool `yaml:"pprof"`
 	// HTTPListen is the optional HTTP/JSON (Connect protocol) address.
 	HTTPListen string `yaml:"http_listen"`
+	// ExtAuthz, when present, serves Envoy's external authorization on the
+	// gRPC listener. It is kept as YAML here and decoded, strictly, by the
+	// extauthz package (which builds on this one).
+	ExtAuthz yaml.Node `yaml:"ext_authz"`
 	// MaxTokenBytes caps the token size, checked before any parsing (default 16 KiB).
 	MaxTokenBytes int `yaml:"max_token_bytes"`
 	// TLS serves gRPC over TLS, and mTLS with ClientCAFile.

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/usher-dev/usher/extauthz"
 	"github.com/usher-dev/usher/httpapi"
 	"github.com/usher-dev/usher/service"
 )
@@ -52,6 +53,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	cfg, err := service.LoadConfig(*cfgPath)
 	if err != nil {
 		return err
+	}
+	if cfg.ExtAuthz.Kind != 0 {
+		if _, err := extauthz.FromYAML(&cfg.ExtAuthz); err != nil {
+			return fmt.Errorf("usher: config %s: %w", *cfgPath, err)
+		}
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -109,7 +115,9 @@ func serve(ctx context.Context, o serveOptions) error {
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		// The client library pings every 30s; allow it, refuse faster pings.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 15 * time.Minute, Time: time.Minute, Timeout: 20 * time.Second}),
+		// MaxConnectionAge makes clients re-resolve, so new replicas get calls.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 15 * time.Minute, MaxConnectionAge: 10 * time.Minute,
+			MaxConnectionAgeGrace: 30 * time.Second, Time: time.Minute, Timeout: 20 * time.Second}),
 	}
 	var tc *tls.Config
 	if cfg.TLS != nil {
@@ -135,6 +143,21 @@ func serve(ctx context.Context, o serveOptions) error {
 	)
 	gs := grpc.NewServer(opts...)
 	srv := service.Register(ctx, gs, v, log)
+	if cfg.ExtAuthz.Kind != 0 {
+		ec, err := extauthz.FromYAML(&cfg.ExtAuthz)
+		if err == nil {
+			var ea *extauthz.Server
+			if ea, err = extauthz.New(srv, *ec, log); err == nil {
+				ea.Register(gs)
+			}
+		}
+		if err != nil {
+			lis.Close()
+			vcancel()
+			return err
+		}
+		log.Info("serving envoy.service.auth.v3.Authorization", "routes", len(ec.Routes))
+	}
 	metrics.InitializeMetrics(gs)
 	reg.MustRegister(service.StatusCollector(srv.Current))
 
@@ -246,9 +269,9 @@ func reloadConfig(ctx context.Context, o serveOptions, running *service.Config, 
 		log.Error("reload refused: keeping the running config", "err", err)
 		return nil
 	}
-	if cfg.Listen != running.Listen || cfg.MetricsListen != running.MetricsListen || cfg.HTTPListen != running.HTTPListen || cfg.Pprof != running.Pprof || (cfg.TLS == nil) != (running.TLS == nil) ||
+	if cfg.Listen != running.Listen || cfg.MetricsListen != running.MetricsListen || cfg.HTTPListen != running.HTTPListen || cfg.Pprof != running.Pprof || cfg.ExtAuthz.Kind != 0 || running.ExtAuthz.Kind != 0 || (cfg.TLS == nil) != (running.TLS == nil) ||
 		cfg.MaxInFlight != running.MaxInFlight || cfg.MaxConcurrentStreams != running.MaxConcurrentStreams || cfg.MaxTokenBytes != running.MaxTokenBytes {
-		log.Warn("reload: listeners, tls and limits are applied at start only; restart usher to change them")
+		log.Warn("reload: listeners, tls, limits and ext_authz routes are applied at start only; restart usher to change them")
 	}
 	vctx, vcancel := context.WithCancel(ctx)
 	v, err := service.NewValidator(vctx, cfg, service.WithLogger(log), service.WithMetrics(o.metrics))

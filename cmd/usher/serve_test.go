@@ -22,8 +22,10 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
 
 	"github.com/usher-dev/usher/client"
@@ -394,5 +396,48 @@ func TestServe_MetricsPprofAndHTTPJSON(t *testing.T) {
 	}
 	if !strings.Contains(httpGet(t, "http://"+metricsAddr+"/debug/pprof/"), "goroutine") {
 		t.Error("pprof index not served")
+	}
+}
+
+// TestServe_ExtAuthz: `usher serve` with an ext_authz section answers Envoy's
+// Check on its gRPC listener; a bad section stops start-up naming the key.
+func TestServe_ExtAuthz(t *testing.T) {
+	iss := devIssuer(t)
+	path := filepath.Join(t.TempDir(), "usher.yaml")
+	base := "listen: 127.0.0.1:0\nissuers:\n  - issuer: \"" + iss.URL() + "\"\n    jwks_uri: \"" + iss.JWKSURL() + "\"\n"
+	writeFile(t, path, []byte(base+"ext_authz:\n  routes:\n    - path_prefix: /invoices\n      audience: api/invoices\n"))
+	cfg, err := service.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := startServe(t, serveOptions{cfg: cfg, path: path, log: discardLogger()})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	check := func(tok string) *authv3.CheckResponse {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/invoices/42", Host: "gw.example", Headers: map[string]string{"authorization": "Bearer " + tok}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	invoices, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/invoices"}})
+	users, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}})
+	if r := check(invoices); r.GetOkResponse() == nil {
+		t.Errorf("invoices token on /invoices: %v", r)
+	}
+	if r := check(users); r.GetDeniedResponse().GetStatus().GetCode() != 401 {
+		t.Errorf("users token on /invoices: %v", r)
+	}
+
+	writeFile(t, path, []byte(base+"ext_authz:\n  routes:\n    - path_prefix: /x\n"))
+	err = run(context.Background(), []string{"serve", "--config", path}, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "ext_authz.routes[0].audience") {
+		t.Errorf("a route without audience: %v", err)
 	}
 }

@@ -1,0 +1,257 @@
+package extauthz
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultHeaderPrefix is the prefix of the claim headers when Config.HeaderPrefix is empty.
+const DefaultHeaderPrefix = "x-usher-"
+
+// Context extensions read from CheckRequest.attributes.context_extensions.
+// Envoy sets them per route (typed_per_filter_config ->
+// ExtAuthzPerRoute.check_settings.context_extensions); a caller cannot.
+const (
+	// ContextAudience names the audience the route's API answers to. When
+	// present it overrides Config.Routes.
+	ContextAudience = "usher_audience"
+	// ContextScopes lists the scopes the route requires, space-separated.
+	// It is read only together with ContextAudience.
+	ContextScopes = "usher_scopes"
+)
+
+// Config says which audience a request must carry a token for, and how
+// claims travel upstream. It is written in YAML under usher's config, e.g.
+//
+//	ext_authz:
+//	  routes:
+//	    - host: users.example.com
+//	      audience: api/users
+//	    - path_prefix: /invoices
+//	      audience: api/invoices
+//	      required_scopes: [invoices.read]
+//	  header_prefix: x-usher-
+type Config struct {
+	// Routes map a request to the audience of the API behind it: the first
+	// whose Host and PathPrefix both match wins. A context extension
+	// usher_audience (set per route in Envoy) overrides them. A request that
+	// neither matches is denied 403 NO_ROUTE: usher never allows by default.
+	Routes []Route `yaml:"routes"`
+	// ContextExtensionsOnly declares that every Envoy route sets the
+	// usher_audience context extension, so no Routes are configured. Without
+	// it, an empty Routes is a configuration error; with it, Routes must be
+	// empty.
+	ContextExtensionsOnly bool `yaml:"context_extensions_only"`
+	// HeaderPrefix of the claim headers added on OK (default "x-usher-"):
+	// <prefix>subject, issuer, scopes (space-separated), client-id and
+	// audience (the audience the request was checked for). Incoming headers
+	// with this prefix never reach the upstream: those usher sets are
+	// overwritten, every other one is removed, so a caller cannot forge them.
+	// Denials carry <prefix>reason.
+	HeaderPrefix string `yaml:"header_prefix"`
+	// Realm of the WWW-Authenticate challenge (default: the audience the
+	// request was checked for).
+	Realm string `yaml:"realm"`
+	// Terse keeps denials to the reason: no message, hint or
+	// error_description reaches the caller (for public edges). Logs keep
+	// the detail.
+	Terse bool `yaml:"terse"`
+}
+
+// Route maps requests to the audience of the API behind them.
+type Route struct {
+	// Host is compared with the request's :authority, case-insensitively;
+	// "" matches any host. A Host without a port matches the authority with
+	// any port (users.example.com matches users.example.com:8443); a Host
+	// with a port matches that port only.
+	Host string `yaml:"host"`
+	// PathPrefix is a plain, case-sensitive prefix of the request path
+	// without its query, as Envoy's route "prefix" match; "" matches any
+	// path. Envoy hands the path normalized when its HTTP connection manager
+	// sets normalize_path and merge_slashes.
+	PathPrefix string `yaml:"path_prefix"`
+	// Audience is the audience the API behind the route answers to
+	// (required), e.g. api/invoices.
+	Audience string `yaml:"audience"`
+	// RequiredScopes must all be granted; a missing one is 403
+	// INSUFFICIENT_SCOPE.
+	RequiredScopes []string `yaml:"required_scopes"`
+}
+
+// reservedHeaders must never fall under HeaderPrefix: removing them would
+// break the request, Envoy, or tracing.
+var reservedHeaders = []string{
+	"authorization", "host", "cookie", "content-type", "content-length", "transfer-encoding",
+	"te", "connection", "x-envoy-", "x-forwarded-", "x-request-id", "x-b3-", "traceparent", "tracestate",
+}
+
+// Validate fills in defaults and reports every problem at once, one error
+// each (joined with errors.Join), each naming the key relative to this
+// section, e.g. routes[1].audience.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	switch {
+	case len(c.Routes) == 0 && !c.ContextExtensionsOnly:
+		bad("routes", "no route configured: every request would be denied NO_ROUTE; add routes (host, path_prefix, audience), or set context_extensions_only: true if every Envoy route sets the %s context extension", ContextAudience)
+	case len(c.Routes) > 0 && c.ContextExtensionsOnly:
+		bad("context_extensions_only", "true, but %d routes are configured: remove the routes or this key", len(c.Routes))
+	}
+	for i, r := range c.Routes {
+		key := fmt.Sprintf("routes[%d]", i)
+		switch {
+		case r.Audience == "":
+			bad(key+".audience", "empty: give the audience the API behind this route answers to, e.g. api/invoices")
+		case strings.TrimSpace(r.Audience) != r.Audience:
+			bad(key+".audience", "%q has surrounding white space; audiences are compared byte for byte", r.Audience)
+		}
+		if r.Host != "" {
+			if strings.ContainsAny(r.Host, "/?#@ \t\r\n") {
+				bad(key+".host", "%q is not a host[:port] (no scheme, path or white space), e.g. users.example.com", r.Host)
+			} else if h, _, err := net.SplitHostPort(r.Host); err == nil && h == "" {
+				bad(key+".host", "%q has a port but no host", r.Host)
+			}
+		}
+		if r.PathPrefix != "" && (!strings.HasPrefix(r.PathPrefix, "/") || strings.ContainsAny(r.PathPrefix, "?# \t\r\n")) {
+			bad(key+".path_prefix", "%q must start with / and hold no query, fragment or white space, e.g. /invoices", r.PathPrefix)
+		}
+		for j, s := range r.RequiredScopes {
+			if s == "" || strings.ContainsAny(s, " \t\r\n") {
+				bad(fmt.Sprintf("%s.required_scopes[%d]", key, j), "%q is not a scope (non-empty, no white space)", s)
+			}
+		}
+		for j := range i {
+			if shadows(c.Routes[j], r) {
+				bad(key, "never matches: routes[%d] (host %q, path_prefix %q) matches every request it would; put the more specific route first", j, c.Routes[j].Host, c.Routes[j].PathPrefix)
+				break
+			}
+		}
+	}
+	if c.HeaderPrefix == "" {
+		c.HeaderPrefix = DefaultHeaderPrefix
+	}
+	c.HeaderPrefix = strings.ToLower(c.HeaderPrefix)
+	if err := checkHeaderPrefix(c.HeaderPrefix); err != "" {
+		bad("header_prefix", "%q %s", c.HeaderPrefix, err)
+	}
+	if strings.ContainsFunc(c.Realm, func(r rune) bool { return r < 0x20 || r > 0x7e || r == '"' || r == '\\' }) {
+		bad("realm", "%q must be printable ASCII without quotes or backslashes", c.Realm)
+	}
+	return errors.Join(errs...)
+}
+
+func checkHeaderPrefix(p string) string {
+	for _, r := range p {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+			return "may hold only letters, digits and -"
+		}
+	}
+	if p[0] < 'a' || p[0] > 'z' || !strings.HasSuffix(p, "-") {
+		return "must start with a letter and end with -, e.g. x-usher-"
+	}
+	if strings.HasPrefix(p, "x-envoy-") {
+		return "is Envoy's own header namespace"
+	}
+	for _, h := range reservedHeaders {
+		if strings.HasPrefix(h, p) {
+			return fmt.Sprintf("would capture %s, which usher must not remove or set", h)
+		}
+	}
+	return ""
+}
+
+// shadows reports whether a, placed first, matches every request b matches.
+func shadows(a, b Route) bool {
+	return hostMatches(a.Host, b.Host) && strings.HasPrefix(b.PathPrefix, a.PathPrefix)
+}
+
+// target is what a request is checked for.
+type target struct {
+	audience string
+	scopes   []string
+	route    int // index in Config.Routes; -1 for a context extension
+}
+
+// resolve picks the audience: the usher_audience context extension, else
+// the first matching route. why says what went wrong when ok is false.
+func (c *Config) resolve(ext map[string]string, host, path string) (t target, ok bool, why string) {
+	if aud, set := ext[ContextAudience]; set {
+		if strings.TrimSpace(aud) == "" {
+			return t, false, "the route's " + ContextAudience + " context extension is empty: set it to the audience of the API behind the route"
+		}
+		return target{audience: aud, scopes: strings.Fields(ext[ContextScopes]), route: -1}, true, ""
+	}
+	p := path
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		p = p[:i]
+	}
+	for i, r := range c.Routes {
+		if hostMatches(r.Host, host) && strings.HasPrefix(p, r.PathPrefix) {
+			return target{audience: r.Audience, scopes: r.RequiredScopes, route: i}, true, ""
+		}
+	}
+	return t, false, fmt.Sprintf("no route of usher's ext_authz configuration matches host %q path %q, and Envoy set no %s context extension; usher denies what it cannot map to an audience", printable(host), printable(p), ContextAudience)
+}
+
+func hostMatches(routeHost, host string) bool {
+	switch {
+	case routeHost == "":
+		return true
+	case strings.EqualFold(routeHost, host):
+		return true
+	case hasPort(routeHost):
+		return false
+	default:
+		return strings.EqualFold(strings.Trim(routeHost, "[]"), strings.Trim(stripPort(host), "[]"))
+	}
+}
+
+func hasPort(h string) bool {
+	_, _, err := net.SplitHostPort(h)
+	return err == nil
+}
+
+func stripPort(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		return host
+	}
+	return h
+}
+
+// FromYAML decodes the ext_authz section of usher's config strictly
+// (unknown keys are errors) and validates it; errors name their keys from
+// the section's root, e.g. ext_authz.routes[1].audience.
+func FromYAML(n *yaml.Node) (*Config, error) {
+	raw, err := yaml.Marshal(n)
+	if err != nil {
+		return nil, fmt.Errorf("ext_authz: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("ext_authz: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := c.Validate(); err != nil {
+		var lines []error
+		for _, e := range unwrapAll(err) {
+			lines = append(lines, fmt.Errorf("ext_authz.%w", e))
+		}
+		return nil, errors.Join(lines...)
+	}
+	return &c, nil
+}
+
+func unwrapAll(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

@@ -1,0 +1,42 @@
+// Package extauthz serves envoy.service.auth.v3.Authorization/Check, so that
+// an Envoy or Istio mesh puts usher in front of services written in any
+// language, with no code in them.
+//
+//	v, err := service.NewValidator(ctx, cfg, service.WithLogger(log))
+//	authz, err := extauthz.New(v, extauthz.Config{Routes: []extauthz.Route{
+//		{Host: "users.example.com", Audience: "api/users"},
+//		{PathPrefix: "/invoices", Audience: "api/invoices", RequiredScopes: []string{"invoices.read"}},
+//	}}, log)
+//	authz.Register(grpcServer)
+//
+// For each request Envoy sends, Check picks the audience of the API behind
+// it (the route's usher_audience context extension, else the first matching
+// Config.Routes entry; neither is 403 NO_ROUTE, never an allow), reads
+// exactly one "authorization: Bearer <token>" header and asks the engine.
+// deploy/envoy/envoy.yaml in this repository shows the Envoy filter, the
+// cluster and the per-route context extensions; deploy/envoy/README.md the
+// Istio equivalent.
+//
+//	verdict                                    HTTP  CheckResponse.status  WWW-Authenticate
+//	valid                                      OK (claim headers added)
+//	no route and no usher_audience             403   PERMISSION_DENIED     (none)
+//	no authorization header                    401   UNAUTHENTICATED       Bearer realm="<aud>"
+//	several values, another scheme, no token   401   UNAUTHENTICATED       …, error="invalid_request"
+//	any token reason but the two below         401   UNAUTHENTICATED       …, error="invalid_token", error_description="…"
+//	INSUFFICIENT_SCOPE                         403   PERMISSION_DENIED     …, error="insufficient_scope", …, scope="<required>"
+//	valid, but a claim a header cannot carry   401   UNAUTHENTICATED       …, error="invalid_token", … (UNFORWARDABLE_CLAIM)
+//	KEYS_UNAVAILABLE                           503   UNAVAILABLE           Bearer realm="<aud>"
+//
+// Every denial carries x-usher-reason (the reason name, e.g.
+// AUDIENCE_MISMATCH) and a JSON body {"reason", "message", "hint"};
+// Config.Terse keeps both to the reason. On OK, x-usher-subject,
+// x-usher-issuer, x-usher-scopes, x-usher-client-id and x-usher-audience go
+// upstream, and no other incoming x-usher-* header does. The token is never
+// logged; log lines carry service.TokenID.
+//
+// This package does NOT authorize beyond audience and scopes (no per-method
+// or per-subject policy), does NOT see the request body, and does NOT
+// remove the authorization header: the upstream still receives the token.
+// It trusts Envoy for the host, path and context extensions it reports, so
+// Envoy must be the only way to the upstream.
+package extauthz

@@ -1,0 +1,412 @@
+package extauthz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	"github.com/usher-dev/usher/service"
+)
+
+// Validator is the engine the server asks; *service.Validator satisfies it.
+type Validator interface {
+	Validate(ctx context.Context, token, audience string, scopes []string) service.Verdict
+}
+
+var _ Validator = (*service.Validator)(nil)
+
+// Reasons of denials that are not a token's verdict. A token's verdict
+// uses the service.Reason name (AUDIENCE_MISMATCH, EXPIRED, …).
+const (
+	// ReasonNoRoute: no route matched and Envoy set no usher_audience context extension.
+	ReasonNoRoute = "NO_ROUTE"
+	// ReasonMissingCredentials: no authorization header.
+	ReasonMissingCredentials = "MISSING_CREDENTIALS"
+	// ReasonInvalidCredentials: several authorization values, another scheme, or no usable token.
+	ReasonInvalidCredentials = "INVALID_CREDENTIALS"
+	// ReasonUnforwardableClaim: the token is valid but a claim cannot be
+	// written faithfully into a header (control characters, surrounding
+	// white space, a scope with a space), so it is refused rather than altered.
+	ReasonUnforwardableClaim = "UNFORWARDABLE_CLAIM"
+)
+
+// maxDescription caps error_description in WWW-Authenticate.
+const maxDescription = 512
+
+// Server implements envoy.service.auth.v3.Authorization: Envoy's ext_authz
+// filter asks it about each request, and it answers with usher's verdict.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+
+	v   Validator
+	cfg Config
+	log *slog.Logger
+
+	hSubject, hIssuer, hScopes, hClientID, hAudience, hReason string
+}
+
+// New returns the Authorization server for v, configured by cfg (validated
+// here; New keeps its own copy). A nil log discards.
+func New(v Validator, cfg Config, log *slog.Logger) (*Server, error) {
+	if v == nil {
+		return nil, errors.New("usher: ext_authz: nil Validator")
+	}
+	cfg.Routes = slices.Clone(cfg.Routes)
+	for i := range cfg.Routes {
+		cfg.Routes[i].RequiredScopes = slices.Clone(cfg.Routes[i].RequiredScopes)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("usher: ext_authz config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := cfg.HeaderPrefix
+	return &Server{
+		v: v, cfg: cfg, log: log,
+		hSubject: p + "subject", hIssuer: p + "issuer", hScopes: p + "scopes",
+		hClientID: p + "client-id", hAudience: p + "audience", hReason: p + "reason",
+	}, nil
+}
+
+// Register registers the Authorization service on gs.
+func (s *Server) Register(gs *grpc.Server) { authv3.RegisterAuthorizationServer(gs, s) }
+
+// Check implements envoy.service.auth.v3.Authorization. It never returns a
+// gRPC error: every answer, including a denial, is a CheckResponse, so that
+// Envoy applies usher's status, headers and body.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	attrs := req.GetAttributes()
+	hr := attrs.GetRequest().GetHttp()
+	h := readHeaders(hr)
+	host, path := hr.GetHost(), hr.GetPath()
+	if host == "" {
+		host = h.first(":authority")
+	}
+	if path == "" {
+		path = h.first(":path")
+	}
+	logAttrs := []slog.Attr{
+		slog.String("host", printable(host)),
+		slog.String("path", printable(pathOnly(path))),
+	}
+	if id := hr.GetId(); id != "" {
+		logAttrs = append(logAttrs, slog.String("request_id", printable(id)))
+	}
+
+	t, ok, why := s.cfg.resolve(attrs.GetContextExtensions(), host, path)
+	if !ok {
+		s.logDecision(ctx, slog.LevelWarn, start, ReasonNoRoute, logAttrs)
+		return s.deny(denial{
+			code: codes.PermissionDenied, http: typev3.StatusCode_Forbidden, reason: ReasonNoRoute,
+			message: why,
+			hint:    "map the request to an audience: add a route (host, path_prefix, audience) to usher's ext_authz config, or set " + ContextAudience + " in the Envoy route's typed_per_filter_config check_settings.context_extensions",
+		}), nil
+	}
+	logAttrs = append(logAttrs, slog.String("audience", printable(t.audience)))
+	realm := s.cfg.Realm
+	if realm == "" {
+		realm = t.audience
+	}
+
+	token, d := bearer(h["authorization"], t.audience)
+	if d != nil {
+		d.realm = realm
+		s.logDecision(ctx, slog.LevelInfo, start, d.reason, logAttrs)
+		return s.deny(*d), nil
+	}
+	logAttrs = append(logAttrs, slog.String("token", service.TokenID(token)))
+
+	v := s.v.Validate(ctx, token, t.audience, t.scopes)
+	if v.Claims != nil {
+		logAttrs = append(logAttrs, slog.String("issuer", printable(v.Claims.Issuer)), slog.String("kid", printable(v.Claims.KeyID)))
+	}
+	if !v.Valid() {
+		s.logDecision(ctx, slog.LevelInfo, start, v.Reason.String(), logAttrs)
+		return s.deny(verdictDenial(&v, realm, t.scopes)), nil
+	}
+	resp, d := s.allow(&v, t, h)
+	if d != nil {
+		d.realm = realm
+		s.logDecision(ctx, slog.LevelWarn, start, d.reason, append(logAttrs, slog.String("detail", d.message)))
+		return s.deny(*d), nil
+	}
+	s.logDecision(ctx, slog.LevelDebug, start, service.ReasonValid.String(), logAttrs)
+	return resp, nil
+}
+
+func (s *Server) logDecision(ctx context.Context, level slog.Level, start time.Time, reason string, attrs []slog.Attr) {
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	attrs = append(attrs, slog.String("reason", reason), slog.Duration("took", time.Since(start)))
+	s.log.LogAttrs(ctx, level, "ext_authz check", attrs...)
+}
+
+// allow builds the OK response: the claim headers, set with
+// OVERWRITE_IF_EXISTS_OR_ADD so that a forged incoming value is replaced,
+// and the removal of every other incoming header under the prefix. Envoy
+// applies headers before headers_to_remove, so a header usher sets must not
+// be listed for removal: that would delete the value usher just set.
+func (s *Server) allow(v *service.Verdict, t target, in headers) (*authv3.CheckResponse, *denial) {
+	c := v.Claims
+	if c == nil {
+		c = &service.Claims{}
+	}
+	for _, sc := range c.Scopes {
+		if sc == "" || strings.ContainsAny(sc, " \t") || !forwardable(sc) {
+			return nil, unforwardable("scope")
+		}
+	}
+	claims := []struct{ name, claim, value string }{
+		{s.hSubject, "sub", c.Subject},
+		{s.hIssuer, "iss", c.Issuer},
+		{s.hScopes, "scope", strings.Join(c.Scopes, " ")},
+		{s.hClientID, "client_id", c.ClientID},
+		{s.hAudience, "aud", t.audience},
+	}
+	set := map[string]bool{}
+	ok := &authv3.OkHttpResponse{}
+	for _, cl := range claims {
+		if cl.value == "" {
+			continue
+		}
+		if !forwardable(cl.value) {
+			return nil, unforwardable(cl.claim)
+		}
+		set[cl.name] = true
+		ok.Headers = append(ok.Headers, header(cl.name, cl.value))
+	}
+	for name := range in {
+		if strings.HasPrefix(name, s.cfg.HeaderPrefix) && !set[name] {
+			ok.HeadersToRemove = append(ok.HeadersToRemove, name)
+		}
+	}
+	slices.Sort(ok.HeadersToRemove)
+	return &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+	}, nil
+}
+
+func unforwardable(claim string) *denial {
+	return &denial{
+		code: codes.Unauthenticated, http: typev3.StatusCode_Unauthorized, reason: ReasonUnforwardableClaim,
+		bearerError: "invalid_token",
+		message:     fmt.Sprintf("claim %s of the token cannot be forwarded in a header: it holds control characters or surrounding white space (or a scope holds a space)", claim),
+		hint:        "the token is signed, but its issuer put a value in it that an HTTP header cannot carry unchanged; fix the claim at the issuer",
+	}
+}
+
+// forwardable: a header value that reaches the upstream unchanged (no
+// control characters, no white space HTTP parsers would trim).
+func forwardable(v string) bool {
+	if strings.TrimSpace(v) != v {
+		return false
+	}
+	return !strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}
+
+// denial is everything a DeniedHttpResponse says.
+type denial struct {
+	code        codes.Code
+	http        typev3.StatusCode
+	reason      string
+	realm       string // empty: no WWW-Authenticate
+	bearerError string // RFC 6750 error attribute, if any
+	scope       string // RFC 6750 scope attribute (insufficient_scope)
+	message     string
+	hint        string
+}
+
+// verdictDenial maps a verdict as client.Authenticator does:
+// INSUFFICIENT_SCOPE is 403, KEYS_UNAVAILABLE (or a reason this package does
+// not know) 503, every other reason 401 invalid_token.
+func verdictDenial(v *service.Verdict, realm string, required []string) denial {
+	d := denial{
+		code: codes.Unauthenticated, http: typev3.StatusCode_Unauthorized, reason: v.Reason.String(),
+		realm: realm, bearerError: "invalid_token", message: v.Message, hint: v.Hint,
+	}
+	switch v.Reason {
+	case service.ReasonInsufficientScope:
+		d.code, d.http, d.bearerError = codes.PermissionDenied, typev3.StatusCode_Forbidden, "insufficient_scope"
+		d.scope = strings.Join(required, " ")
+	case service.ReasonMalformed, service.ReasonUnsupportedAlgorithm, service.ReasonUntrustedIssuer,
+		service.ReasonUnknownKey, service.ReasonInvalidSignature, service.ReasonWrongTokenType,
+		service.ReasonExpired, service.ReasonNotYetValid, service.ReasonMissingClaim, service.ReasonAudienceMismatch:
+		// the token's fault: 401 invalid_token, as set above
+	default: // KEYS_UNAVAILABLE, and anything unknown: not the token's fault, fail closed
+		d.code, d.http, d.bearerError = codes.Unavailable, typev3.StatusCode_ServiceUnavailable, ""
+		if v.Reason != service.ReasonKeysUnavailable {
+			d.reason = "VALIDATION_UNAVAILABLE"
+			d.message = fmt.Sprintf("usher returned reason %d, which this server does not know", int32(v.Reason))
+		}
+	}
+	return d
+}
+
+// deny builds the DeniedHttpResponse: status, WWW-Authenticate, the reason
+// header and a small JSON body.
+func (s *Server) deny(d denial) *authv3.CheckResponse {
+	message, hint := d.message, d.hint
+	if s.cfg.Terse {
+		message, hint = "", ""
+	}
+	var hs []*corev3.HeaderValueOption
+	if d.realm != "" {
+		chal := fmt.Sprintf("Bearer realm=%q", quoteSafe(d.realm))
+		if d.bearerError != "" {
+			chal += fmt.Sprintf(", error=%q", d.bearerError)
+			if message != "" {
+				chal += fmt.Sprintf(", error_description=%q", truncate(quoteSafe(message), maxDescription))
+			}
+			if d.scope != "" {
+				chal += fmt.Sprintf(", scope=%q", quoteSafe(d.scope))
+			}
+		}
+		hs = append(hs, header("www-authenticate", chal))
+	}
+	hs = append(hs, header(s.hReason, d.reason), header("content-type", "application/json"))
+	body, err := json.Marshal(struct {
+		Reason  string `json:"reason"`
+		Message string `json:"message,omitempty"`
+		Hint    string `json:"hint,omitempty"`
+	}{d.reason, message, hint})
+	if err != nil { // strings only: cannot happen
+		body = []byte(`{"reason":"` + d.reason + `"}`)
+	}
+	msg := d.reason
+	if message != "" {
+		msg += ": " + message
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(d.code), Message: msg},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: d.http},
+			Headers: hs,
+			Body:    string(body),
+		}},
+	}
+}
+
+func header(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// headers are the request's headers by lower-case name. Envoy sends them
+// either merged in a map (multiple values joined with ",") or, with
+// encode_raw_headers, one entry per value in header_map.
+type headers map[string][]string
+
+func readHeaders(hr *authv3.AttributeContext_HttpRequest) headers {
+	h := headers{}
+	for k, v := range hr.GetHeaders() {
+		k = strings.ToLower(k)
+		h[k] = append(h[k], v)
+	}
+	for _, hv := range hr.GetHeaderMap().GetHeaders() {
+		k, v := strings.ToLower(hv.GetKey()), hv.GetValue()
+		if raw := hv.GetRawValue(); raw != nil {
+			v = string(raw)
+		}
+		h[k] = append(h[k], v)
+	}
+	return h
+}
+
+func (h headers) first(k string) string {
+	if vs := h[k]; len(vs) > 0 {
+		return vs[0]
+	}
+	return ""
+}
+
+// bearer reads exactly one "Bearer <token>" credential.
+func bearer(vals []string, audience string) (string, *denial) {
+	var all []string
+	for _, v := range vals {
+		all = append(all, strings.Split(v, ",")...) // a token68 holds no comma: a comma joins several values
+	}
+	invalid := func(why string) (string, *denial) {
+		return "", &denial{
+			code: codes.Unauthenticated, http: typev3.StatusCode_Unauthorized, reason: ReasonInvalidCredentials,
+			bearerError: "invalid_request", message: why,
+			hint: "send exactly one header: authorization: Bearer <access token>",
+		}
+	}
+	switch {
+	case len(all) == 0:
+		return "", &denial{
+			code: codes.Unauthenticated, http: typev3.StatusCode_Unauthorized, reason: ReasonMissingCredentials,
+			message: "no authorization header: send \"authorization: Bearer <access token>\"",
+			hint:    "request an access token with audience " + audience + " from the issuer and send it as a Bearer token",
+		}
+	case len(all) > 1:
+		return invalid(fmt.Sprintf("%d authorization values: send exactly one", len(all)))
+	}
+	scheme, tok, _ := strings.Cut(strings.TrimSpace(all[0]), " ")
+	tok = strings.TrimSpace(tok)
+	switch {
+	case !strings.EqualFold(scheme, "bearer"):
+		return invalid(fmt.Sprintf("authorization scheme %q: this API takes Bearer tokens", printable(scheme)))
+	case tok == "":
+		return invalid("empty bearer token")
+	case strings.ContainsAny(tok, " \t"):
+		return invalid("the bearer token holds white space: send exactly one token after \"Bearer \"")
+	}
+	return tok, nil
+}
+
+func pathOnly(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// quoteSafe keeps a header value to printable ASCII without quotes or backslashes.
+func quoteSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return '\''
+		}
+		return r
+	}, s)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n-3] + "..."
+	}
+	return s
+}
+
+// printable bounds a request value for a log line or a message.
+func printable(s string) string {
+	const limit = 128
+	if len(s) > limit {
+		s = s[:limit] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
