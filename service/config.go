@@ -44,6 +44,8 @@ type Config struct {
 	Pprof bool `yaml:"pprof"`
 	// HTTPListen is the optional HTTP/JSON (Connect protocol) address.
 	HTTPListen string `yaml:"http_listen"`
+	// Tracing exports OpenTelemetry spans of every call over OTLP/gRPC.
+	Tracing *TracingConfig `yaml:"tracing"`
 	// ExtAuthz, when present, serves Envoy's external authorization on the
 	// gRPC listener. It is kept as YAML here and decoded, strictly, by the
 	// extauthz package (which builds on this one).
@@ -102,6 +104,18 @@ type IssuerConfig struct {
 	// MaxStale is how long the last good key set keeps serving while every
 	// refresh fails (default 24h); after it, tokens get KEYS_UNAVAILABLE.
 	MaxStale Duration `yaml:"max_stale"`
+}
+
+// TracingConfig sends spans to an OTLP/gRPC collector. Spans carry the
+// method, status and timing; never a token (messages are not recorded).
+type TracingConfig struct {
+	// OTLPEndpoint is the collector's host:port, e.g. "127.0.0.1:4317".
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// Insecure sends without TLS (a collector on loopback or a sidecar).
+	Insecure bool `yaml:"insecure"`
+	// SampleRatio of calls traced, 0 < r ≤ 1 (default 1), respecting a
+	// caller's sampling decision.
+	SampleRatio float64 `yaml:"sample_ratio"`
 }
 
 // TLSConfig is the server's certificate and, for mTLS, the clients' CA.
@@ -287,6 +301,17 @@ func (c *Config) Validate() error {
 		}
 		if c.InsecurePlaintext {
 			bad("insecure_plaintext", "true together with tls: choose one")
+		}
+	}
+	if t := c.Tracing; t != nil {
+		if _, _, err := net.SplitHostPort(t.OTLPEndpoint); err != nil {
+			bad("tracing.otlp_endpoint", "%q is not host:port (e.g. 127.0.0.1:4317)", t.OTLPEndpoint)
+		}
+		switch {
+		case t.SampleRatio == 0:
+			t.SampleRatio = 1
+		case t.SampleRatio < 0 || t.SampleRatio > 1:
+			bad("tracing.sample_ratio", "%v is outside (0, 1]", t.SampleRatio)
 		}
 	}
 	if c.MaxInFlight == 0 {

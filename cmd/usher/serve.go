@@ -129,6 +129,15 @@ func serve(ctx context.Context, o serveOptions) error {
 	} else if cfg.InsecurePlaintext {
 		log.Warn("serving plaintext gRPC on a non-loopback address (insecure_plaintext: true): tokens cross the network in clear unless something else encrypts", "listen", cfg.Listen)
 	}
+	if cfg.Tracing != nil {
+		opt, stop, err := tracingOption(ctx, cfg.Tracing)
+		if err != nil {
+			vcancel()
+			return err
+		}
+		defer stop()
+		opts = append(opts, opt)
+	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		vcancel()

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -439,5 +441,75 @@ func TestServe_ExtAuthz(t *testing.T) {
 	err = run(context.Background(), []string{"serve", "--config", path}, nil, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "ext_authz.routes[0].audience") {
 		t.Errorf("a route without audience: %v", err)
+	}
+}
+
+// collector is an OTLP/gRPC trace collector on loopback that keeps span names.
+type collector struct {
+	coltracepb.UnimplementedTraceServiceServer
+	mu    sync.Mutex
+	spans []string
+	attrs []string
+}
+
+func (c *collector) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			for _, sp := range ss.GetSpans() {
+				c.spans = append(c.spans, sp.GetName())
+				for _, a := range sp.GetAttributes() {
+					c.attrs = append(c.attrs, a.GetKey()+"="+a.GetValue().String())
+				}
+			}
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+func TestServe_TracesCallsWithoutTokens(t *testing.T) {
+	col := &collector{}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(cs, col)
+	go func() { _ = cs.Serve(lis) }()
+	defer cs.Stop()
+
+	iss := devIssuer(t)
+	cfg := &service.Config{Listen: "127.0.0.1:0", Tracing: &service.TracingConfig{OTLPEndpoint: lis.Addr().String(), Insecure: true},
+		Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc, done := make(chan string, 1), make(chan error, 1)
+	go func() {
+		done <- serve(ctx, serveOptions{cfg: cfg, log: discardLogger(), ready: func(a string) { addrc <- a }})
+	}()
+	addr := <-addrc
+	c, _ := dialUsher(t, addr)
+	tok, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}})
+	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ccancel()
+	if _, err := c.ValidateToken(cctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: "api/users"}); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // shutdown flushes the spans
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if !slices.Contains(col.spans, "usher.v1.TokenService/ValidateToken") {
+		t.Errorf("spans exported: %v", col.spans)
+	}
+	for _, a := range col.attrs {
+		if strings.Contains(a, tok[:20]) {
+			t.Errorf("a span attribute holds the token: %s", a)
+		}
 	}
 }
