@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
 )
@@ -35,7 +36,8 @@ func malformedVerdict(m *malformed) *Verdict {
 }
 
 func algorithmVerdict(t *parsedToken, allowed []string) *Verdict {
-	v := &Verdict{Reason: ReasonUnsupportedAlgorithm, Mismatch: &Mismatch{Claim: "alg", Expected: slices.Clone(allowed), Actual: []string{t.alg}}}
+	alg := printable(t.alg) // unverified: bounded and escaped before it is shown
+	v := &Verdict{Reason: ReasonUnsupportedAlgorithm, Mismatch: &Mismatch{Claim: "alg", Expected: slices.Clone(allowed), Actual: []string{alg}}}
 	allowedList := strings.Join(allowed, ", ")
 	switch {
 	case !t.hasAlg:
@@ -43,14 +45,14 @@ func algorithmVerdict(t *parsedToken, allowed []string) *Verdict {
 		v.Mismatch.Actual = nil
 		v.Hint = "every JWS must name its algorithm; allowed here: " + allowedList
 	case strings.EqualFold(t.alg, "none"):
-		v.Message = fmt.Sprintf("alg %q: unsigned tokens are never accepted", t.alg)
+		v.Message = fmt.Sprintf("alg %q: unsigned tokens are never accepted", alg)
 		v.Hint = "this token proves nothing about who issued it; ask the issuer for a signed token (" + allowedList + ")"
 	case strings.HasPrefix(strings.ToUpper(t.alg), "HS"):
-		v.Message = fmt.Sprintf("alg %s is symmetric and not allowed", t.alg)
+		v.Message = fmt.Sprintf("alg %s is symmetric and not allowed", alg)
 		v.Hint = "usher verifies with the issuer's public keys; an HMAC token either comes from a misconfigured issuer or is a key-confusion attack. Allowed: " + allowedList
 	default:
-		v.Message = fmt.Sprintf("alg %s is not allowed for this issuer (allowed: %s)", t.alg, allowedList)
-		v.Hint = "configure the issuer to sign with one of " + allowedList + ", or add " + t.alg + " to the issuer's algorithms in usher's config"
+		v.Message = fmt.Sprintf("alg %q is not allowed for this issuer (allowed: %s)", alg, allowedList)
+		v.Hint = "configure the issuer to sign with one of " + allowedList + ", or add it to the issuer's algorithms in usher's config if it is a JWS algorithm usher verifies"
 	}
 	return v
 }
@@ -200,9 +202,13 @@ func missingClaimViolation(name, issuer string) Violation {
 }
 
 func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected string) Violation {
+	shown := make([]string, len(auds)) // requested by the client: bounded and escaped
+	for i, a := range auds {
+		shown[i] = printable(a)
+	}
 	out := Violation{
 		Reason:   ReasonAudienceMismatch,
-		Message:  fmt.Sprintf("token audience [%s] does not include %s", strings.Join(auds, " "), expected),
+		Message:  fmt.Sprintf("token audience [%s] does not include %s", clip(strings.Join(shown, " "), 512), expected),
 		Mismatch: &Mismatch{Claim: "aud", Expected: []string{expected}, Actual: slices.Clone(auds)},
 	}
 	fix := fmt.Sprintf("ask the issuer for a token with audience %s (OAuth 2.0 \"audience\" or RFC 8707 \"resource\" parameter)", expected)
@@ -216,9 +222,9 @@ func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected st
 		out.Hint = "the token names no API it is meant for; " + fix
 		return out
 	}
-	for _, a := range auds {
+	for i, a := range auds {
 		if d := nearMiss(a, expected); d != "" {
-			out.Hint = fmt.Sprintf("the token's audience %q differs from %q only by %s; audiences are compared byte for byte: request the token with exactly %q, or fix the audience this service is configured with", a, expected, d, expected)
+			out.Hint = fmt.Sprintf("the token's audience %q differs from %q only by %s; audiences are compared byte for byte: request the token with exactly %q, or fix the audience this service is configured with", shown[i], expected, d, expected)
 			return out
 		}
 	}
@@ -227,14 +233,14 @@ func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected st
 		return out
 	}
 	named := make([]string, 0, len(auds))
-	for _, a := range auds {
+	for i, a := range auds {
 		if name, ok := v.audName[a]; ok && name != "" {
 			named = append(named, fmt.Sprintf("%s (%s)", name, a))
 		} else {
-			named = append(named, a)
+			named = append(named, shown[i])
 		}
 	}
-	out.Hint = "this token was issued for " + strings.Join(named, " and ") + "; " + fix
+	out.Hint = "this token was issued for " + clip(strings.Join(named, " and "), 512) + "; " + fix
 	return out
 }
 
@@ -243,6 +249,7 @@ func scopeViolation(granted, required, missing []string) Violation {
 	if g == "" {
 		g = "(none)"
 	}
+	g = clip(g, 512) // chosen by whoever requested the token: bounded and escaped
 	return Violation{
 		Reason:   ReasonInsufficientScope,
 		Message:  fmt.Sprintf("token lacks scope %s (granted: %s)", strings.Join(missing, " "), g),
@@ -315,10 +322,16 @@ func nonEmpty(s string) []string {
 
 // printable shortens and escapes a value taken from an unverified token
 // before it goes into a message or a log line.
-func printable(s string) string {
-	const max = 64
-	if len(s) > max {
-		s = s[:max] + "…"
+func printable(s string) string { return clip(s, 128) }
+
+// clip is printable with a length of n bytes, cut on a rune boundary.
+func clip(s string, n int) string {
+	if len(s) > n {
+		cut := n
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
 	}
 	return strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {

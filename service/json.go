@@ -44,10 +44,17 @@ func parseJSONObject(b []byte) (map[string]any, error) {
 	return obj, nil
 }
 
+// maxJSONValues bounds the values in one header or payload: a claim set
+// has dozens, and a cap keeps a forged token with a huge array (allowed by a
+// raised max_token_bytes) from costing milliseconds before its signature is
+// even looked at.
+const maxJSONValues = 4096
+
 type jsonParser struct {
-	b     []byte
-	i     int
-	depth int
+	b      []byte
+	i      int
+	depth  int
+	values int
 }
 
 func (p *jsonParser) errorf(format string, args ...any) error {
@@ -66,6 +73,9 @@ func (p *jsonParser) space() {
 }
 
 func (p *jsonParser) value() (any, error) {
+	if p.values++; p.values > maxJSONValues {
+		return nil, fmt.Errorf("more than %d JSON values", maxJSONValues)
+	}
 	p.space()
 	if p.i >= len(p.b) {
 		return nil, p.errorf("unexpected end")

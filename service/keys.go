@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -185,15 +186,26 @@ func parseKeySet(body []byte, now time.Time) (*keySet, error) {
 
 // usableKey parses one JWK and returns it, or why it is not used.
 func usableKey(raw json.RawMessage) (*verifyKey, string) {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &members); err != nil {
+		return nil, "not a JSON object"
+	}
+	var rawKID string
+	_ = json.Unmarshal(members["kid"], &rawKID)
+	rawName := "key"
+	if rawKID != "" {
+		rawName = fmt.Sprintf("key %q", rawKID)
+	}
+	// RFC 7518 §6.2.2, §6.3.2, §6.4: any of these is private (p or q alone
+	// factors the modulus), whatever a parser makes of the rest.
+	for _, m := range []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"} {
+		if _, ok := members[m]; ok {
+			return nil, fmt.Sprintf("%s holds private key material (%q): the issuer is leaking its signing key", rawName, m)
+		}
+	}
 	key, err := jwk.ParseKey(raw)
 	if err != nil {
-		var named struct {
-			KID string `json:"kid"`
-		}
-		if json.Unmarshal(raw, &named) == nil && named.KID != "" {
-			return nil, fmt.Sprintf("key %q is not a usable JWK (%v)", named.KID, err)
-		}
-		return nil, fmt.Sprintf("not a usable JWK (%v)", err)
+		return nil, fmt.Sprintf("%s is not a usable JWK (%v)", rawName, err)
 	}
 	kid, _ := key.KeyID()
 	name := "key"
@@ -236,7 +248,40 @@ func usableKey(raw json.RawMessage) (*verifyKey, string) {
 	default:
 		return nil, fmt.Sprintf("%s is of type %s, which usher does not verify with", name, key.KeyType())
 	}
+	if k.alg != "" {
+		spec, ok := algSpecs[k.alg]
+		if !ok || spec.kty != k.kty || (spec.crv != "" && spec.crv != k.crv) {
+			return nil, fmt.Sprintf("%s is published for alg %q, which cannot be used with a %s %s key", name, k.alg, k.kty, k.crv)
+		}
+	}
+	if k.rsa != nil && rocaFingerprint(k.rsa.N) {
+		return nil, fmt.Sprintf("%s is an RSA key with the ROCA fingerprint (CVE-2017-15361): its private key can be computed", name)
+	}
 	return k, ""
+}
+
+// rocaPrimes and the generator 65537 make the fingerprint of moduli from
+// Infineon's flawed key generation (ROCA, CVE-2017-15361): for every prime p
+// here, N mod p lies in the subgroup that 65537 generates mod p.
+var rocaPrimes = []int64{3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167}
+
+func rocaFingerprint(n *big.Int) bool {
+	var r big.Int
+	for _, p := range rocaPrimes {
+		rem := r.Mod(n, big.NewInt(p)).Int64()
+		inGroup := false
+		for g, i := int64(1), int64(0); i < p; i++ {
+			if g == rem {
+				inGroup = true
+				break
+			}
+			g = g * 65537 % p
+		}
+		if !inGroup {
+			return false
+		}
+	}
+	return true
 }
 
 // issuerKeys holds one issuer's keys and fetches them: through httprc (the
