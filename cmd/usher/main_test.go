@@ -269,11 +269,7 @@ func TestBinary_DevAndSignal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "usher")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildUsher(t)
 	cmd := exec.Command(bin, "dev", "--listen", "127.0.0.1:0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -314,5 +310,81 @@ func TestBinary_DevAndSignal(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("usher dev did not exit within 15s of SIGTERM")
+	}
+}
+
+// buildUsher builds the real binary into a temporary folder.
+func buildUsher(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "usher")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestBinary_ServeReloadsOnSIGHUP: the real binary re-reads its config on
+// SIGHUP, and refuses a broken one while it keeps serving.
+func TestBinary_ServeReloadsOnSIGHUP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	iss := devIssuer(t)
+	path := filepath.Join(t.TempDir(), "usher.yaml")
+	conf := func(name string) []byte {
+		return []byte("listen: 127.0.0.1:0\nissuers:\n  - issuer: \"" + iss.URL() + "\"\n    jwks_uri: \"" + iss.JWKSURL() + "\"\naudiences:\n  - audience: api/users\n    name: " + name + "\n")
+	}
+	writeFile(t, path, conf("Users API"))
+	cmd := exec.Command(buildUsher(t), "serve", "--config", path)
+	var logs syncBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addrRE := regexp.MustCompile(`"usher listening" addr=(\S+)`)
+	var addr string
+	for deadline := time.Now().Add(15 * time.Second); addr == ""; {
+		if m := addrRE.FindStringSubmatch(logs.String()); m != nil {
+			addr = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("usher serve did not listen:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c, hc := dialUsher(t, addr)
+	waitServing(t, hc)
+	tok, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}})
+	hint := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: "api/invoices"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetHint()
+	}
+	writeFile(t, path, conf("User Directory"))
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(hint(), "User Directory"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("SIGHUP did not reload the audiences:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	writeFile(t, path, []byte("issuers: [\n"))
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "reload refused"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("a broken config was not refused:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(hint(), "User Directory") {
+		t.Error("the running config was not kept after a refused reload")
 	}
 }

@@ -193,10 +193,7 @@ func TestReplicas_RoundRobinSurvivesKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three replicas under load")
 	}
-	bin := filepath.Join(t.TempDir(), "usher")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildUsher(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	iss, err := devissuer.New(ctx, "127.0.0.1:0")
