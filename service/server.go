@@ -168,11 +168,16 @@ func mismatchProto(m *Mismatch) *usherv1.Mismatch {
 	return &usherv1.Mismatch{Claim: m.Claim, Expected: m.Expected, Actual: m.Actual}
 }
 
+// claimsProto converts claims once: claims served again from the verified
+// cache reuse their converted form (read-only, safe to marshal concurrently).
 func claimsProto(c *Claims) *usherv1.Claims {
 	if c == nil {
 		return nil
 	}
-	return &usherv1.Claims{
+	if p := c.memo.Load(); p != nil {
+		return p
+	}
+	p := &usherv1.Claims{
 		Issuer:    c.Issuer,
 		Subject:   c.Subject,
 		Audience:  c.Audience,
@@ -187,6 +192,8 @@ func claimsProto(c *Claims) *usherv1.Claims {
 		TokenType: c.TokenType,
 		Raw:       structOrNil(c.Raw),
 	}
+	c.memo.Store(p)
+	return p
 }
 
 func timestampOrNil(t time.Time) *timestamppb.Timestamp {

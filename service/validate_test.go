@@ -141,7 +141,7 @@ func checkValidClaims(t *testing.T, f *reasonsFixture, ctx context.Context) {
 		!slices.Equal(c.Scopes, []string{"users.read", "users.write"}) || c.ClientID != "frontend" || c.JWTID != "jti-1" ||
 		c.KeyID != "rsa-1" || c.Algorithm != "RS256" || c.TokenType != "JWT" ||
 		!c.ExpiresAt.Equal(testNow.Add(time.Hour)) || !c.IssuedAt.Equal(testNow.Add(-time.Minute)) || !c.NotBefore.Equal(testNow) {
-		t.Fatalf("claims = %+v", *c)
+		t.Fatalf("claims = %+v", c)
 	}
 	if c.Raw["azp"] != "ignored" || c.Raw["sub"] != "user-42" {
 		t.Fatalf("raw claims = %v", c.Raw)

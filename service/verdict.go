@@ -1,6 +1,11 @@
 package service
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+
+	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
+)
 
 // Reason is the outcome of a validation. Its values are those of usher.v1.Reason.
 type Reason int32
@@ -73,7 +78,8 @@ type Violation struct {
 }
 
 // Claims are the claims of a token and the header fields that matter.
-// Times are zero when the claim is absent.
+// Times are zero when the claim is absent. A verdict's Claims may be shared
+// with other verdicts of the same token: read them, do not change them.
 type Claims struct {
 	Issuer    string
 	Subject   string
@@ -89,6 +95,9 @@ type Claims struct {
 	TokenType string
 	// Raw holds every payload claim as decoded from JSON.
 	Raw map[string]any
+
+	// memo keeps the gRPC form of claims served again from the cache.
+	memo atomic.Pointer[usherv1.Claims]
 }
 
 // KnownAudience is an entry of the audiences registry.
