@@ -104,12 +104,14 @@ func (e *verified) keyStillPublished() bool {
 	return false
 }
 
-func (c *verifiedCache) add(key [sha256.Size]byte, tokLen int, t *parsedToken, ik *issuerKeys, k *verifyKey, until time.Time) {
+// add keeps a verified token and returns the entry, whose claims the
+// caller's verdict shares.
+func (c *verifiedCache) add(key [sha256.Size]byte, tokLen int, t *parsedToken, ik *issuerKeys, k *verifyKey, until time.Time) *verified {
 	kept := *t
 	kept.raw, kept.signingInput, kept.signature = "", "", nil
 	e := &verified{t: &kept, ik: ik, key: k, claims: kept.toClaims(), until: until, size: int64(2*tokLen + cacheEntryOverhead)}
 	if e.size > c.maxBytes {
-		return
+		return e
 	}
 	c.bytes.Add(e.size)
 	c.lru.Add(key, e)
@@ -118,6 +120,7 @@ func (c *verifiedCache) add(key [sha256.Size]byte, tokLen int, t *parsedToken, i
 			break
 		}
 	}
+	return e
 }
 
 func (c *verifiedCache) stats() CacheStats {

@@ -142,10 +142,11 @@ func (v *Validator) validate(ctx context.Context, token, audience string, scopes
 	if t.claims.hasExp {
 		until = numericDate(t.claims.exp).Add(time.Duration(ik.cfg.Leeway))
 	}
-	if until.After(now) {
-		v.cache.add(key, len(tok), t, ik, k, until)
+	if !until.After(now) { // expired already: nothing worth keeping
+		return v.verdict(ik, t, t.toClaims(), audience, scopes), ik
 	}
-	return v.verdict(ik, t, t.toClaims(), audience, scopes), ik
+	e := v.cache.add(key, len(tok), t, ik, k, until)
+	return v.verdict(ik, e.t, e.claims, audience, scopes), ik
 }
 
 // CacheStats reports the verified-token cache's counters (zero when off).
