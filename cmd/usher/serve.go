@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -111,6 +112,9 @@ func serve(ctx context.Context, o serveOptions) error {
 		return err
 	}
 	opts := []grpc.ServerOption{
+		// Calls run on a pool of goroutines whose stacks have already grown,
+		// instead of a new goroutine (and stack growth) per call.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.MaxRecvMsgSize(service.MaxRecvMsgSize(cfg)),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		// The client library pings every 30s; allow it, refuse faster pings.
