@@ -13,6 +13,9 @@ import (
 const (
 	DefaultCacheEntries  = 10_000
 	DefaultCacheMaxBytes = 64 << 20
+	// maxCacheAge bounds an entry's life, exp or not: key-set changes are
+	// also checked on every hit, this bounds everything else.
+	maxCacheAge = time.Hour
 	// cacheEntryOverhead approximates an entry's memory beyond its token's
 	// length (maps, slices, the LRU's own bookkeeping).
 	cacheEntryOverhead = 1280

@@ -138,8 +138,8 @@ func (v *Validator) validate(ctx context.Context, token, audience string, scopes
 	if fail != nil {
 		return *fail, ik
 	}
-	until := now.Add(time.Hour)
-	if t.claims.hasExp {
+	until := now.Add(maxCacheAge)
+	if t.claims.hasExp && numericDate(t.claims.exp).Before(until) {
 		until = numericDate(t.claims.exp).Add(time.Duration(ik.cfg.Leeway))
 	}
 	if !until.After(now) { // expired already: nothing worth keeping

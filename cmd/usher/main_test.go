@@ -331,9 +331,7 @@ func TestBinary_ServeReloadsOnSIGHUP(t *testing.T) {
 	}
 	iss := devIssuer(t)
 	path := filepath.Join(t.TempDir(), "usher.yaml")
-	conf := func(name string) []byte {
-		return []byte("listen: 127.0.0.1:0\nissuers:\n  - issuer: \"" + iss.URL() + "\"\n    jwks_uri: \"" + iss.JWKSURL() + "\"\naudiences:\n  - audience: api/users\n    name: " + name + "\n")
-	}
+	conf := func(name string) []byte { return namedAudienceConfig(iss, name) }
 	writeFile(t, path, conf("Users API"))
 	cmd := exec.Command(buildUsher(t), "serve", "--config", path)
 	var logs syncBuffer
@@ -355,15 +353,7 @@ func TestBinary_ServeReloadsOnSIGHUP(t *testing.T) {
 	c, hc := dialUsher(t, addr)
 	waitServing(t, hc)
 	tok, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}})
-	hint := func() string {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: "api/invoices"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.GetHint()
-	}
+	hint := func() string { return mismatchHint(t, c, tok) }
 	writeFile(t, path, conf("User Directory"))
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 
 	"github.com/usher-dev/usher/extauthz"
 	"github.com/usher-dev/usher/httpapi"
+	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
 
@@ -150,8 +151,9 @@ func serve(ctx context.Context, o serveOptions) error {
 
 	metrics := grpcprom.NewServerMetrics()
 	reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	limit := service.LimitInFlight(cfg.MaxInFlight) // shared by gRPC and HTTP/JSON
 	opts = append(opts,
-		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), service.LimitInFlight(cfg.MaxInFlight)),
+		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), limit),
 		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
 	)
 	gs := grpc.NewServer(opts...)
@@ -214,7 +216,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		}
 	}
 	if cfg.HTTPListen != "" {
-		h := httpapi.Handler(srv, connect.WithReadMaxBytes(service.MaxRecvMsgSize(cfg)))
+		h := httpapi.Handler(intercepted{srv, limit}, connect.WithReadMaxBytes(service.MaxRecvMsgSize(cfg)))
 		if err := startHTTP("http_listen", cfg.HTTPListen, nil, httpapi.NewServer(cfg.HTTPListen, h), tc); err != nil {
 			lis.Close()
 			vcancel()
@@ -303,4 +305,33 @@ func reloadConfig(ctx context.Context, o serveOptions, running *service.Config, 
 	srv.Swap(v)
 	log.Info("config reloaded", "issuers", len(cfg.Issuers), "audiences", len(cfg.Audiences))
 	return vcancel
+}
+
+// intercepted runs a gRPC unary interceptor around another front end's calls
+// (HTTP/JSON), so that every front end shares one in-flight limit.
+type intercepted struct {
+	usherv1.TokenServiceServer
+	ic grpc.UnaryServerInterceptor
+}
+
+func interceptCall[Req, Resp any](ctx context.Context, ic grpc.UnaryServerInterceptor, method string, req *Req, call func(context.Context, *Req) (*Resp, error)) (*Resp, error) {
+	out, err := ic(ctx, req, &grpc.UnaryServerInfo{FullMethod: method}, func(ctx context.Context, r any) (any, error) {
+		return call(ctx, r.(*Req))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.(*Resp), nil
+}
+
+func (s intercepted) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
+	return interceptCall(ctx, s.ic, usherv1.TokenService_ValidateToken_FullMethodName, req, s.TokenServiceServer.ValidateToken)
+}
+
+func (s intercepted) InspectToken(ctx context.Context, req *usherv1.InspectTokenRequest) (*usherv1.InspectTokenResponse, error) {
+	return interceptCall(ctx, s.ic, usherv1.TokenService_InspectToken_FullMethodName, req, s.TokenServiceServer.InspectToken)
+}
+
+func (s intercepted) ListIssuers(ctx context.Context, req *usherv1.ListIssuersRequest) (*usherv1.ListIssuersResponse, error) {
+	return interceptCall(ctx, s.ic, usherv1.TokenService_ListIssuers_FullMethodName, req, s.TokenServiceServer.ListIssuers)
 }

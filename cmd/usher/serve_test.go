@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -230,9 +231,7 @@ func TestConfig_PlaintextOffLoopbackNeedsOptIn(t *testing.T) {
 func TestServe_ReloadSwapsConfigAndKeepsServing(t *testing.T) {
 	iss := devIssuer(t)
 	path := filepath.Join(t.TempDir(), "usher.yaml")
-	conf := func(usersName string) []byte {
-		return []byte("listen: 127.0.0.1:0\nissuers:\n  - issuer: \"" + iss.URL() + "\"\n    jwks_uri: \"" + iss.JWKSURL() + "\"\naudiences:\n  - audience: api/users\n    name: " + usersName + "\n")
-	}
+	conf := func(name string) []byte { return namedAudienceConfig(iss, name) }
 	writeFile(t, path, conf("Users API"))
 	cfg, err := service.LoadConfig(path)
 	if err != nil {
@@ -243,15 +242,7 @@ func TestServe_ReloadSwapsConfigAndKeepsServing(t *testing.T) {
 	addr := startServe(t, serveOptions{cfg: cfg, path: path, log: textLogger(&logs), reload: reload})
 	c, _ := dialUsher(t, addr)
 	tok, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}})
-	hint := func() string {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: "api/invoices"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.GetHint()
-	}
+	hint := func() string { return mismatchHint(t, c, tok) }
 	if !strings.Contains(hint(), "Users API (api/users)") {
 		t.Fatalf("hint before reload: %q", hint())
 	}
@@ -511,5 +502,86 @@ func TestServe_TracesCallsWithoutTokens(t *testing.T) {
 		if strings.Contains(a, tok[:20]) {
 			t.Errorf("a span attribute holds the token: %s", a)
 		}
+	}
+}
+
+// namedAudienceConfig trusts iss and registers api/users under name.
+func namedAudienceConfig(iss *devissuer.Issuer, name string) []byte {
+	return []byte("listen: 127.0.0.1:0\nissuers:\n  - issuer: \"" + iss.URL() + "\"\n    jwks_uri: \"" + iss.JWKSURL() + "\"\naudiences:\n  - audience: api/users\n    name: " + name + "\n")
+}
+
+// mismatchHint validates tok at api/invoices and returns the hint, which
+// names the API registered for the token's audience.
+func mismatchHint(t *testing.T, c usherv1.TokenServiceClient, tok string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: "api/invoices"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetHint()
+}
+
+// TestServe_InFlightLimitCoversHTTP: the in-flight limit is shared by the
+// gRPC and HTTP/JSON front ends: with one call held in flight, an HTTP call
+// is refused at once with resource_exhausted rather than queued.
+func TestServe_InFlightLimitCoversHTTP(t *testing.T) {
+	iss := devIssuer(t)
+	var fetches atomic.Int64
+	slowKeys := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fetches.Add(1) > 1 {
+			time.Sleep(2 * time.Second) // the refetch an unknown kid causes hangs
+		}
+		resp, err := http.Get(iss.JWKSURL())
+		if err != nil {
+			http.Error(w, err.Error(), 502)
+			return
+		}
+		defer resp.Body.Close()
+		io.Copy(w, resp.Body)
+	}))
+	defer slowKeys.Close()
+	httpAddr := freeAddr(t)
+	cfg := &service.Config{Listen: "127.0.0.1:0", HTTPListen: httpAddr, MaxInFlight: 1,
+		Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: slowKeys.URL + "/jwks.json", UnknownKIDCooldown: service.Duration(time.Millisecond)}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServe(t, serveOptions{cfg: cfg, log: discardLogger()})
+	c, hc := dialUsher(t, addr)
+	waitServing(t, hc)
+	held, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}, KeyID: "not-published"})
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: held, ExpectedAudience: "api/users"})
+		done <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); fetches.Load() < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("the held call never reached the key refetch")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tok, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+httpAddr+"/usher.v1.TokenService/ValidateToken",
+		strings.NewReader(`{"token":"`+tok+`","expected_audience":"api/users"}`))
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "resource_exhausted") || time.Since(start) > time.Second {
+		t.Errorf("HTTP call with max_in_flight reached: %s %s after %s", resp.Status, body, time.Since(start))
+	}
+	if err := <-done; err != nil {
+		t.Errorf("the held gRPC call: %v", err)
 	}
 }
