@@ -88,7 +88,11 @@ func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRe
 	}
 	start := time.Now()
 	v := s.v.Load().Validate(ctx, req.GetToken(), req.GetExpectedAudience(), req.GetRequiredScopes())
-	if s.log.Enabled(ctx, slog.LevelDebug) || !v.Valid() {
+	level := slog.LevelDebug // rejections are worth an Info line, valid tokens are not
+	if !v.Valid() {
+		level = slog.LevelInfo
+	}
+	if s.log.Enabled(ctx, level) {
 		attrs := []slog.Attr{
 			slog.String("reason", v.Reason.String()),
 			slog.String("token", TokenID(req.GetToken())),
@@ -97,10 +101,6 @@ func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRe
 		}
 		if v.Claims != nil {
 			attrs = append(attrs, slog.String("issuer", v.Claims.Issuer), slog.String("kid", printable(v.Claims.KeyID)))
-		}
-		level := slog.LevelInfo
-		if v.Valid() {
-			level = slog.LevelDebug
 		}
 		s.log.LogAttrs(ctx, level, "validate", attrs...)
 	}
