@@ -104,8 +104,12 @@ func serve(ctx context.Context, o serveOptions) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cfg, log := o.cfg, o.log
-	reg := prometheus.NewRegistry()
-	o.metrics = service.NewMetrics(reg)
+	// Metrics are collected only when something can read them.
+	var reg *prometheus.Registry
+	if cfg.MetricsListen != "" {
+		reg = prometheus.NewRegistry()
+		o.metrics = service.NewMetrics(reg)
+	}
 	vctx, vcancel := context.WithCancel(ctx)
 	v, err := service.NewValidator(vctx, cfg, service.WithLogger(log), service.WithMetrics(o.metrics))
 	if err != nil {
@@ -149,13 +153,17 @@ func serve(ctx context.Context, o serveOptions) error {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 
-	metrics := grpcprom.NewServerMetrics()
-	reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	limit := service.LimitInFlight(cfg.MaxInFlight) // shared by gRPC and HTTP/JSON
-	opts = append(opts,
-		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), limit),
-		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
-	)
+	var metrics *grpcprom.ServerMetrics
+	if reg != nil {
+		metrics = grpcprom.NewServerMetrics()
+		reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		opts = append(opts,
+			grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), limit),
+			grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()))
+	} else {
+		opts = append(opts, grpc.ChainUnaryInterceptor(limit))
+	}
 	gs := grpc.NewServer(opts...)
 	srv := service.Register(ctx, gs, v, log)
 	if cfg.ExtAuthz.Kind != 0 {
@@ -173,8 +181,10 @@ func serve(ctx context.Context, o serveOptions) error {
 		}
 		log.Info("serving envoy.service.auth.v3.Authorization", "routes", len(ec.Routes))
 	}
-	metrics.InitializeMetrics(gs)
-	reg.MustRegister(service.StatusCollector(srv.Current))
+	if reg != nil {
+		metrics.InitializeMetrics(gs)
+		reg.MustRegister(service.StatusCollector(srv.Current))
+	}
 
 	errc := make(chan error, 3)
 	var httpServers []*http.Server
