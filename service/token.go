@@ -284,12 +284,6 @@ func stringOrStrings(name string, v any) ([]string, *malformed) {
 	}
 }
 
-// stringClaim returns a payload claim when it is a string.
-func (t *parsedToken) stringClaim(name string) (string, bool) {
-	s, ok := t.payload[name].(string)
-	return s, ok
-}
-
 var errDuplicateKey = errors.New("duplicate key")
 
 // decodeObject decodes one JSON object strictly (see parseJSONObject).
