@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/usher-dev/usher/client"
-	"github.com/usher-dev/usher/service/devissuer"
+	"github.com/usher-dev/usher/internal/devissuer"
 )
 
 // benchInterceptor runs the unary interceptor as a server would, with the

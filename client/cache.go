@@ -12,6 +12,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/usher-dev/usher/internal/reasons"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 )
 
@@ -121,11 +122,7 @@ func (c *verdictCache) fetch(ctx context.Context, key cacheKey, fetch func(conte
 }
 
 func (c *verdictCache) store(key cacheKey, resp *usherv1.ValidateTokenResponse) {
-	switch resp.GetReason() {
-	case usherv1.Reason_REASON_VALID, usherv1.Reason_REASON_MALFORMED, usherv1.Reason_REASON_UNSUPPORTED_ALGORITHM,
-		usherv1.Reason_REASON_INVALID_SIGNATURE, usherv1.Reason_REASON_WRONG_TOKEN_TYPE, usherv1.Reason_REASON_EXPIRED,
-		usherv1.Reason_REASON_MISSING_CLAIM, usherv1.Reason_REASON_AUDIENCE_MISMATCH, usherv1.Reason_REASON_INSUFFICIENT_SCOPE:
-	default:
+	if rule, known := reasons.Of(resp.GetReason()); !known || !rule.Cacheable {
 		return
 	}
 	now := c.now()

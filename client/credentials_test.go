@@ -11,7 +11,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/usher-dev/usher/client"
-	"github.com/usher-dev/usher/service/devissuer"
+	"github.com/usher-dev/usher/internal/devissuer"
 )
 
 // TestAudienceCredentials_TokenPerAPI: one caller, two APIs, each gets a

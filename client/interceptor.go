@@ -16,7 +16,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/usher-dev/usher/internal/reasons"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 )
 
@@ -173,10 +175,15 @@ func (a *Authenticator) protected(_ context.Context, c interceptors.CallMeta) bo
 type claimsKey struct{}
 
 // ClaimsFromContext returns the verified claims of the call's token, put
-// there by the interceptors.
+// there by the interceptors. Each call returns a copy of its own, which the
+// handler may change: the verdict cache's answer, shared by every call with
+// the same token, is never handed out.
 func ClaimsFromContext(ctx context.Context) (*usherv1.Claims, bool) {
 	c, ok := ctx.Value(claimsKey{}).(*usherv1.Claims)
-	return c, ok
+	if !ok {
+		return nil, false
+	}
+	return proto.CloneOf(c), true
 }
 
 // authenticate is the go-grpc-middleware AuthFunc.
@@ -240,22 +247,12 @@ func (a *Authenticator) unavailable(ctx context.Context, err error) error {
 	return a.challenge(ctx, codes.Unavailable, "", msg, "VALIDATION_UNAVAILABLE", nil)
 }
 
-// reject maps a verdict to a status: INSUFFICIENT_SCOPE is PERMISSION_DENIED,
-// KEYS_UNAVAILABLE (or a reason this library does not know) is UNAVAILABLE,
-// every other reason UNAUTHENTICATED.
+// reject maps a verdict to a status through the reason table:
+// INSUFFICIENT_SCOPE is PERMISSION_DENIED, KEYS_UNAVAILABLE (or a reason this
+// library does not know) is UNAVAILABLE, every other reason UNAUTHENTICATED.
 func (a *Authenticator) reject(ctx context.Context, r *usherv1.ValidateTokenResponse) error {
-	reason := strings.TrimPrefix(r.GetReason().String(), "REASON_")
-	code, bearerErr := codes.Unauthenticated, "invalid_token"
-	switch r.GetReason() {
-	case usherv1.Reason_REASON_INSUFFICIENT_SCOPE:
-		code, bearerErr = codes.PermissionDenied, "insufficient_scope"
-	case usherv1.Reason_REASON_KEYS_UNAVAILABLE, usherv1.Reason_REASON_UNSPECIFIED, usherv1.Reason_REASON_VALID:
-		code, bearerErr = codes.Unavailable, ""
-	default:
-		if _, known := usherv1.Reason_name[int32(r.GetReason())]; !known {
-			code, bearerErr = codes.Unavailable, ""
-		}
-	}
+	reason := reasons.Name(r.GetReason())
+	rule := reasons.Deny(r.GetReason())
 	md := map[string]string{}
 	msg := reason
 	if a.detail == DetailFull {
@@ -278,10 +275,10 @@ func (a *Authenticator) reject(ctx context.Context, r *usherv1.ValidateTokenResp
 			md["actual"] = strings.Join(m.GetActual(), " ")
 		}
 	}
-	if r.GetReason() == usherv1.Reason_REASON_INSUFFICIENT_SCOPE {
+	if rule.BearerError == reasons.InsufficientScope {
 		md["missing_scopes"] = strings.Join(missing(r.GetMismatch().GetExpected(), r.GetMismatch().GetActual()), " ")
 	}
-	return a.challenge(ctx, code, bearerErr, msg, reason, md)
+	return a.challenge(ctx, rule.Code, rule.BearerError, msg, reason, md)
 }
 
 // challenge builds the status with its google.rpc.ErrorInfo and sets the RFC
@@ -293,7 +290,7 @@ func (a *Authenticator) challenge(ctx context.Context, code codes.Code, bearerEr
 		if a.detail == DetailFull {
 			chal += fmt.Sprintf(", error_description=%q", quoteSafe(msg))
 		}
-		if bearerErr == "insufficient_scope" {
+		if bearerErr == reasons.InsufficientScope {
 			chal += fmt.Sprintf(", scope=%q", md["missing_scopes"])
 		}
 	}

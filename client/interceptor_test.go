@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-dev/usher/client"
-	"github.com/usher-dev/usher/service/devissuer"
+	"github.com/usher-dev/usher/internal/devissuer"
 )
 
 const unaryMethod = "/grpc.testing.TestService/UnaryCall"

@@ -14,8 +14,8 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/usher-dev/usher/client"
+	"github.com/usher-dev/usher/internal/devissuer"
 	"github.com/usher-dev/usher/service"
-	"github.com/usher-dev/usher/service/devissuer"
 )
 
 // usherFixture is a real usher on 127.0.0.1 (the engine behind a real gRPC

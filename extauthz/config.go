@@ -1,13 +1,12 @@
 package extauthz
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/usher-dev/usher/service"
 )
 
 // DefaultHeaderPrefix is the prefix of the claim headers when Config.HeaderPrefix is empty.
@@ -197,7 +196,7 @@ func (c *Config) resolve(ext map[string]string, host, path string) (t target, ok
 			return target{audience: r.Audience, scopes: r.RequiredScopes, route: i}, true, ""
 		}
 	}
-	return t, false, fmt.Sprintf("no route of usher's ext_authz configuration matches host %q path %q, and Envoy set no %s context extension; usher denies what it cannot map to an audience", printable(host), printable(p), ContextAudience)
+	return t, false, fmt.Sprintf("no route of usher's ext_authz configuration matches host %q path %q, and Envoy set no %s context extension; usher denies what it cannot map to an audience", service.Printable(host), service.Printable(p), ContextAudience)
 }
 
 func hostMatches(routeHost, host string) bool {
@@ -223,35 +222,4 @@ func stripPort(h string) string {
 		return host
 	}
 	return h
-}
-
-// FromYAML decodes the ext_authz section of usher's config strictly
-// (unknown keys are errors) and validates it; errors name their keys from
-// the section's root, e.g. ext_authz.routes[1].audience.
-func FromYAML(n *yaml.Node) (*Config, error) {
-	raw, err := yaml.Marshal(n)
-	if err != nil {
-		return nil, fmt.Errorf("ext_authz: %w", err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	var c Config
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("ext_authz: %s", strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	if err := c.Validate(); err != nil {
-		var lines []error
-		for _, e := range unwrapAll(err) {
-			lines = append(lines, fmt.Errorf("ext_authz.%w", e))
-		}
-		return nil, errors.Join(lines...)
-	}
-	return &c, nil
-}
-
-func unwrapAll(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }

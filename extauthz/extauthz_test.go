@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/usher-dev/usher/extauthz"
+	"github.com/usher-dev/usher/internal/devissuer"
 	"github.com/usher-dev/usher/service"
-	"github.com/usher-dev/usher/service/devissuer"
 )
 
 const timeout = 10 * time.Second

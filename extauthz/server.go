@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/usher-dev/usher/internal/reasons"
+	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
 
@@ -100,11 +102,11 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		path = h.first(":path")
 	}
 	logAttrs := []slog.Attr{
-		slog.String("host", printable(host)),
-		slog.String("path", printable(pathOnly(path))),
+		slog.String("host", service.Printable(host)),
+		slog.String("path", service.Printable(pathOnly(path))),
 	}
 	if id := hr.GetId(); id != "" {
-		logAttrs = append(logAttrs, slog.String("request_id", printable(id)))
+		logAttrs = append(logAttrs, slog.String("request_id", service.Printable(id)))
 	}
 
 	t, ok, why := s.cfg.resolve(attrs.GetContextExtensions(), host, path)
@@ -116,7 +118,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			hint:    "map the request to an audience: add a route (host, path_prefix, audience) to usher's ext_authz config, or set " + ContextAudience + " in the Envoy route's typed_per_filter_config check_settings.context_extensions",
 		}), nil
 	}
-	logAttrs = append(logAttrs, slog.String("audience", printable(t.audience)))
+	logAttrs = append(logAttrs, slog.String("audience", service.Printable(t.audience)))
 	realm := s.cfg.Realm
 	if realm == "" {
 		realm = t.audience
@@ -132,7 +134,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 
 	v := s.v.Validate(ctx, token, t.audience, t.scopes)
 	if v.Claims != nil {
-		logAttrs = append(logAttrs, slog.String("issuer", printable(v.Claims.Issuer)), slog.String("kid", printable(v.Claims.KeyID)))
+		logAttrs = append(logAttrs, slog.String("issuer", service.Printable(v.Claims.Issuer)), slog.String("kid", service.Printable(v.Claims.KeyID)))
 	}
 	if !v.Valid() {
 		s.logDecision(ctx, slog.LevelInfo, start, v.Reason.String(), logAttrs)
@@ -205,7 +207,7 @@ func (s *Server) allow(v *service.Verdict, t target, in headers) (*authv3.CheckR
 func unforwardable(claim string) *denial {
 	return &denial{
 		code: codes.Unauthenticated, http: typev3.StatusCode_Unauthorized, reason: ReasonUnforwardableClaim,
-		bearerError: "invalid_token",
+		bearerError: reasons.InvalidToken,
 		message:     fmt.Sprintf("claim %s of the token cannot be forwarded in a header: it holds control characters or surrounding white space (or a scope holds a space)", claim),
 		hint:        "the token is signed, but its issuer put a value in it that an HTTP header cannot carry unchanged; fix the claim at the issuer",
 	}
@@ -232,28 +234,22 @@ type denial struct {
 	hint        string
 }
 
-// verdictDenial maps a verdict as client.Authenticator does:
-// INSUFFICIENT_SCOPE is 403, KEYS_UNAVAILABLE (or a reason this package does
-// not know) 503, every other reason 401 invalid_token.
+// verdictDenial maps a verdict through the reason table, as the interceptors
+// do: INSUFFICIENT_SCOPE is 403, KEYS_UNAVAILABLE (or a reason this server
+// does not know) 503, every other reason 401 invalid_token.
 func verdictDenial(v *service.Verdict, realm string, required []string) denial {
+	r := usherv1.Reason(v.Reason)
+	rule := reasons.Deny(r)
 	d := denial{
-		code: codes.Unauthenticated, http: typev3.StatusCode_Unauthorized, reason: v.Reason.String(),
-		realm: realm, bearerError: "invalid_token", message: v.Message, hint: v.Hint,
+		code: rule.Code, http: typev3.StatusCode(rule.HTTPStatus), reason: reasons.Name(r),
+		realm: realm, bearerError: rule.BearerError, message: v.Message, hint: v.Hint,
 	}
-	switch v.Reason {
-	case service.ReasonInsufficientScope:
-		d.code, d.http, d.bearerError = codes.PermissionDenied, typev3.StatusCode_Forbidden, "insufficient_scope"
+	if rule.BearerError == reasons.InsufficientScope {
 		d.scope = strings.Join(required, " ")
-	case service.ReasonMalformed, service.ReasonUnsupportedAlgorithm, service.ReasonUntrustedIssuer,
-		service.ReasonUnknownKey, service.ReasonInvalidSignature, service.ReasonWrongTokenType,
-		service.ReasonExpired, service.ReasonNotYetValid, service.ReasonMissingClaim, service.ReasonAudienceMismatch:
-		// the token's fault: 401 invalid_token, as set above
-	default: // KEYS_UNAVAILABLE, and anything unknown: not the token's fault, fail closed
-		d.code, d.http, d.bearerError = codes.Unavailable, typev3.StatusCode_ServiceUnavailable, ""
-		if v.Reason != service.ReasonKeysUnavailable {
-			d.reason = "VALIDATION_UNAVAILABLE"
-			d.message = fmt.Sprintf("usher returned reason %d, which this server does not know", int32(v.Reason))
-		}
+	}
+	if _, known := reasons.Of(r); !known || r == usherv1.Reason_REASON_VALID {
+		d.reason = "VALIDATION_UNAVAILABLE"
+		d.message = fmt.Sprintf("usher returned reason %d, which this server does not know", int32(v.Reason))
 	}
 	return d
 }
@@ -364,7 +360,7 @@ func bearer(vals []string, audience string) (string, *denial) {
 	tok = strings.TrimSpace(tok)
 	switch {
 	case !strings.EqualFold(scheme, "bearer"):
-		return invalid(fmt.Sprintf("authorization scheme %q: this API takes Bearer tokens", printable(scheme)))
+		return invalid(fmt.Sprintf("authorization scheme %q: this API takes Bearer tokens", service.Printable(scheme)))
 	case tok == "":
 		return invalid("empty bearer token")
 	case strings.ContainsAny(tok, " \t"):
@@ -395,18 +391,4 @@ func truncate(s string, n int) string {
 		return s[:n-3] + "..."
 	}
 	return s
-}
-
-// printable bounds a request value for a log line or a message.
-func printable(s string) string {
-	const limit = 128
-	if len(s) > limit {
-		s = s[:limit] + "..."
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
 }

@@ -27,7 +27,7 @@ import (
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/proto/usher/v1/usherv1connect"
 	"github.com/usher-dev/usher/service"
-	"github.com/usher-dev/usher/service/devissuer"
+	"github.com/usher-dev/usher/internal/devissuer"
 )
 
 // fixture is a real usher engine trusting a real dev issuer on 127.0.0.1,

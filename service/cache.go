@@ -9,10 +9,8 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 )
 
-// Verified-token cache defaults.
+// Verified-token cache bounds beyond those of the configuration.
 const (
-	DefaultCacheEntries  = 10_000
-	DefaultCacheMaxBytes = 64 << 20
 	// maxCacheAge bounds an entry's life, exp or not: key-set changes are
 	// also checked on every hit, this bounds everything else.
 	maxCacheAge = time.Hour

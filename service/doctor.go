@@ -118,7 +118,7 @@ func diagnoseIssuer(ctx context.Context, ic IssuerConfig, hc *http.Client, now f
 	return out
 }
 
-func diagnoseAudiences(auds []AudienceConfig) []Check {
+func diagnoseAudiences(auds []KnownAudience) []Check {
 	const subject = "audiences"
 	if len(auds) == 0 {
 		return []Check{{Subject: subject, Name: "registry", OK: true, Detail: "none registered: hints name audiences but not the APIs behind them"}}

@@ -17,26 +17,31 @@ import (
 // key material or the token itself.
 
 func malformedVerdict(m *malformed) *Verdict {
-	hint := "send the compact JWS exactly as the issuer returned it (three base64url segments joined by dots), without quotes, line breaks or URL encoding"
-	switch {
-	case strings.Contains(m.why, "JWE"), strings.Contains(m.why, "enc is a JWE"):
-		hint = "usher validates signed tokens (JWS); ask the issuer for a signed access token, not an encrypted one"
-	case strings.Contains(m.why, "limit"):
-		hint = "a token this large is not an access token usher accepts; check what is being sent in the authorization header"
-	case m.part == "payload" && strings.Contains(m.why, "not a"):
-		hint = "the issuer emits a registered claim with the wrong JSON type (RFC 7519 §4.1); fix the issuer's token format"
-	case strings.Contains(m.why, "crit"):
-		hint = "the token requires a JWS extension usher does not implement; ask the issuer for a token without crit"
-	}
 	msg := "malformed token: " + m.Error()
 	if m.part == "token" {
 		msg = "malformed token: " + m.why
 	}
-	return &Verdict{Reason: ReasonMalformed, Message: msg, Hint: hint}
+	return &Verdict{Reason: ReasonMalformed, Message: msg, Hint: malformedHints[m.kind]}
 }
 
+// malformedHints name the fix for each kind of malformed token.
+var malformedHints = [...]string{
+	malformedShape:         resendHint,
+	malformedTooLarge:      "a token this large is not an access token usher accepts; check what is being sent in the authorization header",
+	malformedSerialization: resendHint,
+	malformedEncrypted:     "usher validates signed tokens (JWS); ask the issuer for a signed access token, not an encrypted one",
+	malformedEncoding:      resendHint,
+	malformedJSON:          resendHint,
+	malformedHeaderType:    "the issuer emits a header parameter with the wrong JSON type (RFC 7515 §4.1: alg, kid and typ are strings); fix the issuer's token format",
+	malformedClaimType:     "the issuer emits a registered claim with the wrong JSON type (RFC 7519 §4.1); fix the issuer's token format",
+	malformedDate:          "the issuer emits a time claim that is not a date (RFC 7519 §2: NumericDate, seconds since 1970); check the issuer's clock and how it writes exp, nbf and iat",
+	malformedExtension:     "the token requires a JWS extension usher does not implement; ask the issuer for a token without crit or b64",
+}
+
+const resendHint = "send the compact JWS exactly as the issuer returned it (three base64url segments joined by dots), without quotes, line breaks or URL encoding"
+
 func algorithmVerdict(t *parsedToken, allowed []string) *Verdict {
-	alg := printable(t.alg) // unverified: bounded and escaped before it is shown
+	alg := Printable(t.alg) // unverified: bounded and escaped before it is shown
 	v := &Verdict{Reason: ReasonUnsupportedAlgorithm, Mismatch: &Mismatch{Claim: "alg", Expected: slices.Clone(allowed), Actual: []string{alg}}}
 	allowedList := strings.Join(allowed, ", ")
 	switch {
@@ -68,7 +73,7 @@ func (v *Validator) untrustedIssuerVerdict(t *parsedToken) *Verdict {
 		out.Hint = "usher only accepts tokens that name their issuer; trusted issuers: " + strings.Join(trusted, ", ")
 		return out
 	}
-	iss := printable(t.claims.iss) // unverified: bounded before it is shown
+	iss := Printable(t.claims.iss) // unverified: bounded before it is shown
 	out.Mismatch.Actual = []string{iss}
 	out.Message = fmt.Sprintf("issuer %q is not trusted", iss)
 	for _, want := range trusted {
@@ -87,7 +92,7 @@ func keysUnavailableVerdict(ik *issuerKeys, stale *keySet) *Verdict {
 	msg := fmt.Sprintf("no keys of issuer %s could be fetched yet", ik.cfg.Issuer)
 	if stale != nil {
 		msg = fmt.Sprintf("the last good key set of issuer %s was fetched %s ago, beyond max_stale %s, and every refresh since failed",
-			ik.cfg.Issuer, time.Since(stale.fetched).Round(time.Second), time.Duration(ik.cfg.MaxStale))
+			ik.cfg.Issuer, ik.now().Sub(stale.fetched).Round(time.Second), ik.cfg.MaxStale)
 	}
 	if st.LastError != "" {
 		msg += ": " + st.LastError
@@ -116,7 +121,7 @@ func (v *Validator) unknownKeyVerdict(t *parsedToken, ik *issuerKeys, ks *keySet
 		return out
 	}
 	out.Mismatch.Actual = []string{t.kid}
-	out.Message = fmt.Sprintf("issuer %s has no key %q", ik.cfg.Issuer, printable(t.kid))
+	out.Message = fmt.Sprintf("issuer %s has no key %q", ik.cfg.Issuer, Printable(t.kid))
 	out.Hint = fmt.Sprintf("the issuer publishes %s (key set fetched %s); the token was signed with a key it no longer (or never) published", published, fetched)
 	for _, other := range v.order {
 		if other == ik {
@@ -137,7 +142,7 @@ func invalidSignatureVerdict(t *parsedToken, ik *issuerKeys) *Verdict {
 	}
 	return &Verdict{
 		Reason:  ReasonInvalidSignature,
-		Message: fmt.Sprintf("signature does not verify with key %q of %s", printable(t.kid), ik.cfg.Issuer),
+		Message: fmt.Sprintf("signature does not verify with key %q of %s", Printable(t.kid), ik.cfg.Issuer),
 		Hint:    hint,
 	}
 }
@@ -204,7 +209,7 @@ func missingClaimViolation(name, issuer string) Violation {
 func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected string) Violation {
 	shown := make([]string, len(auds)) // requested by the client: bounded and escaped
 	for i, a := range auds {
-		shown[i] = printable(a)
+		shown[i] = Printable(a)
 	}
 	out := Violation{
 		Reason:   ReasonAudienceMismatch,
@@ -320,9 +325,10 @@ func nonEmpty(s string) []string {
 	return []string{s}
 }
 
-// printable shortens and escapes a value taken from an unverified token
-// before it goes into a message or a log line.
-func printable(s string) string { return clip(s, 128) }
+// Printable shortens (to 128 bytes) and escapes (control characters become
+// '?') a value taken from an unverified token or a request before it goes
+// into a message or a log line.
+func Printable(s string) string { return clip(s, 128) }
 
 // clip is printable with a length of n bytes, cut on a rune boundary.
 func clip(s string, n int) string {

@@ -13,14 +13,16 @@ type options struct {
 	now     func() time.Time
 	log     *slog.Logger
 	http    *http.Client
-	metrics *Metrics
+	observer Observer
 }
 
 type optionFunc func(*options)
 
 func (f optionFunc) apply(o *options) { f(o) }
 
-// WithClock sets the clock used for exp, nbf and iat (default time.Now).
+// WithClock sets the engine's clock (default time.Now): exp, nbf and iat,
+// the verified-token cache, key set staleness, refetch cooldowns and
+// Retry-After all read it.
 func WithClock(now func() time.Time) Option {
 	return optionFunc(func(o *options) { o.now = now })
 }
@@ -37,8 +39,8 @@ func WithHTTPClient(c *http.Client) Option {
 	return optionFunc(func(o *options) { o.http = c })
 }
 
-// WithMetrics records verdicts, latency and audience mismatches in m (made
-// once with NewMetrics and shared by the validators a reload creates).
-func WithMetrics(m *Metrics) Option {
-	return optionFunc(func(o *options) { o.metrics = m })
+// WithObserver tells o about every validation (for metrics). A nil o
+// observes nothing.
+func WithObserver(o Observer) Option {
+	return optionFunc(func(opts *options) { opts.observer = o })
 }

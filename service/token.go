@@ -1,16 +1,16 @@
 package service
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
-)
 
-// maxJSONDepth bounds nesting in the header and the payload.
-const maxJSONDepth = 32
+	"github.com/usher-dev/usher/internal/strictjson"
+)
 
 // maxTime is 9999-12-31T23:59:59Z: a NumericDate beyond it is not a date.
 const maxTime = 253402300799
@@ -45,16 +45,45 @@ type tokenClaims struct {
 	hasNonce, hasAtHash          bool
 }
 
+// malformedKind says what kind of defect makes a token malformed: hints
+// switch on it, never on a message's text.
+type malformedKind int
+
+const (
+	// malformedShape: not three base64url segments (empty, wrong count,
+	// a byte outside the alphabet, an empty segment, no signature).
+	malformedShape malformedKind = iota
+	// malformedTooLarge: over max_token_bytes, refused before decoding.
+	malformedTooLarge
+	// malformedSerialization: the JSON serialization of a JWS.
+	malformedSerialization
+	// malformedEncrypted: a JWE (five segments, or an enc header).
+	malformedEncrypted
+	// malformedEncoding: a segment is not canonical base64url.
+	malformedEncoding
+	// malformedJSON: the header or payload is not one strict JSON object.
+	malformedJSON
+	// malformedHeaderType: a header parameter of the wrong JSON type.
+	malformedHeaderType
+	// malformedClaimType: a registered claim of the wrong JSON type.
+	malformedClaimType
+	// malformedDate: a NumericDate outside 1970..9999.
+	malformedDate
+	// malformedExtension: crit or b64, JWS extensions usher does not implement.
+	malformedExtension
+)
+
 // malformed is why a token is not a well-formed compact JWS; part names the
 // segment ("token", "header", "payload", "signature").
 type malformed struct {
+	kind      malformedKind
 	part, why string
 }
 
 func (m *malformed) Error() string { return m.part + ": " + m.why }
 
-func bad(part, format string, args ...any) *malformed {
-	return &malformed{part: part, why: fmt.Sprintf(format, args...)}
+func bad(kind malformedKind, part, format string, args ...any) *malformed {
+	return &malformed{kind: kind, part: part, why: fmt.Sprintf(format, args...)}
 }
 
 // cleanToken strips surrounding white space and a leading "Bearer " (any case).
@@ -72,13 +101,13 @@ func cleanToken(s string) string {
 // and claims.
 func parseCompact(tok string, maxBytes int) (*parsedToken, *malformed) {
 	if tok == "" {
-		return nil, bad("token", "empty")
+		return nil, bad(malformedShape, "token", "empty")
 	}
 	if len(tok) > maxBytes {
-		return nil, bad("token", "%d bytes, over the %d-byte limit", len(tok), maxBytes)
+		return nil, bad(malformedTooLarge, "token", "%d bytes, over the %d-byte limit", len(tok), maxBytes)
 	}
 	if tok[0] == '{' {
-		return nil, bad("token", "JSON serialization (starts with '{'); only the compact form h.p.s is accepted")
+		return nil, bad(malformedSerialization, "token", "JSON serialization (starts with '{'); only the compact form h.p.s is accepted")
 	}
 	dots := 0
 	for i := 0; i < len(tok); i++ {
@@ -88,39 +117,39 @@ func parseCompact(tok string, maxBytes int) (*parsedToken, *malformed) {
 			dots++
 		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
 		default:
-			return nil, bad("token", "byte %d is %q, outside the base64url alphabet (A-Z a-z 0-9 - _) and '.'", i, rune(c))
+			return nil, bad(malformedShape, "token", "byte %d is %q, outside the base64url alphabet (A-Z a-z 0-9 - _) and '.'", i, rune(c))
 		}
 	}
 	switch {
 	case dots == 4:
-		return nil, bad("token", "5 segments: this looks like an encrypted JWE; usher accepts signed JWS (3 segments)")
+		return nil, bad(malformedEncrypted, "token", "5 segments: this looks like an encrypted JWE; usher accepts signed JWS (3 segments)")
 	case dots != 2:
-		return nil, bad("token", "3 segments expected, found %d", dots+1)
+		return nil, bad(malformedShape, "token", "3 segments expected, found %d", dots+1)
 	}
 	d1 := strings.IndexByte(tok, '.')
 	d2 := d1 + 1 + strings.IndexByte(tok[d1+1:], '.')
 	h64, p64, s64 := tok[:d1], tok[d1+1:d2], tok[d2+1:]
 	if h64 == "" {
-		return nil, bad("header", "empty segment")
+		return nil, bad(malformedShape, "header", "empty segment")
 	}
 	if p64 == "" {
-		return nil, bad("payload", "empty segment (a detached payload is not accepted)")
+		return nil, bad(malformedShape, "payload", "empty segment (a detached payload is not accepted)")
 	}
 	hb, err := b64(h64)
 	if err != nil {
-		return nil, bad("header", "%v", err)
+		return nil, bad(malformedEncoding, "header", "%v", err)
 	}
 	pb, err := b64(p64)
 	if err != nil {
-		return nil, bad("payload", "%v", err)
+		return nil, bad(malformedEncoding, "payload", "%v", err)
 	}
 	sig, err := b64(s64)
 	if err != nil {
-		return nil, bad("signature", "%v", err)
+		return nil, bad(malformedEncoding, "signature", "%v", err)
 	}
 	t := &parsedToken{raw: tok, signingInput: tok[:d2], signature: sig}
-	if t.header, err = decodeObject(hb); err != nil {
-		return nil, bad("header", "%v", err)
+	if t.header, err = strictjson.ParseObject(hb); err != nil {
+		return nil, bad(malformedJSON, "header", "%v", err)
 	}
 	if m := t.readHeader(); m != nil {
 		return nil, m
@@ -128,10 +157,10 @@ func parseCompact(tok string, maxBytes int) (*parsedToken, *malformed) {
 	// An unsecured JWS (RFC 7515 §A.5, alg "none") has an empty signature:
 	// it is well-formed and refused by the algorithm check, which says why.
 	if s64 == "" && !strings.EqualFold(t.alg, "none") {
-		return nil, bad("signature", "empty segment: the token is unsigned")
+		return nil, bad(malformedShape, "signature", "empty segment: the token is unsigned")
 	}
-	if t.payload, err = decodeObject(pb); err != nil {
-		return nil, bad("payload", "%v", err)
+	if t.payload, err = strictjson.ParseObject(pb); err != nil {
+		return nil, bad(malformedJSON, "payload", "%v", err)
 	}
 	if m := t.claims.read(t.payload); m != nil {
 		return nil, m
@@ -154,32 +183,32 @@ func (t *parsedToken) readHeader() *malformed {
 	if v, ok := h["alg"]; ok {
 		s, ok := v.(string)
 		if !ok {
-			return bad("header", "alg is %s, not a string", jsonType(v))
+			return bad(malformedHeaderType, "header", "alg is %s, not a string", strictjson.TypeName(v))
 		}
 		t.alg, t.hasAlg = s, true
 	}
 	if v, ok := h["kid"]; ok {
 		s, ok := v.(string)
 		if !ok {
-			return bad("header", "kid is %s, not a string", jsonType(v))
+			return bad(malformedHeaderType, "header", "kid is %s, not a string", strictjson.TypeName(v))
 		}
 		t.kid = s
 	}
 	if v, ok := h["typ"]; ok {
 		s, ok := v.(string)
 		if !ok {
-			return bad("header", "typ is %s, not a string", jsonType(v))
+			return bad(malformedHeaderType, "header", "typ is %s, not a string", strictjson.TypeName(v))
 		}
 		t.typ = s
 	}
 	if v, ok := h["crit"]; ok {
-		return bad("header", "crit %s names extensions usher does not implement; a token that requires them cannot be accepted", compactJSON(v))
+		return bad(malformedExtension, "header", "crit %s names extensions usher does not implement; a token that requires them cannot be accepted", compactJSON(v))
 	}
 	if _, ok := h["b64"]; ok {
-		return bad("header", "b64 (RFC 7797 unencoded payload) is not accepted")
+		return bad(malformedExtension, "header", "b64 (RFC 7797 unencoded payload) is not accepted")
 	}
 	if _, ok := h["enc"]; ok {
-		return bad("header", "enc is a JWE header: this is an encrypted token, not a signed one")
+		return bad(malformedEncrypted, "header", "enc is a JWE header: this is an encrypted token, not a signed one")
 	}
 	for _, k := range []string{"jku", "x5u", "jwk", "x5c"} {
 		if _, ok := h[k]; ok {
@@ -197,7 +226,7 @@ func (c *tokenClaims) read(p map[string]any) *malformed {
 		}
 		s, ok := v.(string)
 		if !ok {
-			return false, bad("payload", "%s is %s, not a string", name, jsonType(v))
+			return false, bad(malformedClaimType, "payload", "%s is %s, not a string", name, strictjson.TypeName(v))
 		}
 		*dst = s
 		return true, nil
@@ -209,10 +238,10 @@ func (c *tokenClaims) read(p map[string]any) *malformed {
 		}
 		f, ok := v.(float64)
 		if !ok {
-			return false, bad("payload", "%s is %s, not a NumericDate (seconds since 1970)", name, jsonType(v))
+			return false, bad(malformedClaimType, "payload", "%s is %s, not a NumericDate (seconds since 1970)", name, strictjson.TypeName(v))
 		}
 		if f < 0 || f > maxTime || math.IsNaN(f) {
-			return false, bad("payload", "%s is %v, not a date between 1970 and 9999", name, f)
+			return false, bad(malformedDate, "payload", "%s is %v, not a date between 1970 and 9999", name, f)
 		}
 		*dst = f
 		return true, nil
@@ -247,7 +276,7 @@ func (c *tokenClaims) read(p map[string]any) *malformed {
 	if v, ok := p["scope"]; ok {
 		s, ok := v.(string)
 		if !ok {
-			return bad("payload", "scope is %s, not a space-separated string (RFC 9068 §2.2.3)", jsonType(v))
+			return bad(malformedClaimType, "payload", "scope is %s, not a space-separated string (RFC 9068 §2.2.3)", strictjson.TypeName(v))
 		}
 		c.scopes = strings.Fields(s)
 	}
@@ -274,58 +303,13 @@ func stringOrStrings(name string, v any) ([]string, *malformed) {
 		for i, e := range v {
 			s, ok := e.(string)
 			if !ok {
-				return nil, bad("payload", "%s[%d] is %s, not a string", name, i, jsonType(e))
+				return nil, bad(malformedClaimType, "payload", "%s[%d] is %s, not a string", name, i, strictjson.TypeName(e))
 			}
 			out = append(out, s)
 		}
 		return out, nil
 	default:
-		return nil, bad("payload", "%s is %s, not a string or an array of strings", name, jsonType(v))
-	}
-}
-
-var errDuplicateKey = errors.New("duplicate key")
-
-// decodeObject decodes one JSON object strictly (see parseJSONObject).
-func decodeObject(b []byte) (map[string]any, error) { return parseJSONObject(b) }
-
-func hex4(b []byte, at int) (rune, bool) {
-	if at+4 > len(b) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range b[at : at+4] {
-		r <<= 4
-		switch {
-		case c >= '0' && c <= '9':
-			r |= rune(c - '0')
-		case c >= 'a' && c <= 'f':
-			r |= rune(c - 'a' + 10)
-		case c >= 'A' && c <= 'F':
-			r |= rune(c - 'A' + 10)
-		default:
-			return 0, false
-		}
-	}
-	return r, true
-}
-
-func jsonType(v any) string {
-	switch v := v.(type) {
-	case nil:
-		return "null"
-	case string:
-		return "a string"
-	case float64:
-		return "a number"
-	case bool:
-		return "a boolean"
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "an object"
-	default:
-		return fmt.Sprintf("%T", v)
+		return nil, bad(malformedClaimType, "payload", "%s is %s, not a string or an array of strings", name, strictjson.TypeName(v))
 	}
 }
 
@@ -335,4 +319,12 @@ func compactJSON(v any) string {
 		return "(...)"
 	}
 	return string(b)
+}
+
+// TokenID identifies a token in logs: the first 12 hex digits of the SHA-256
+// of the token as validated (without a "Bearer " prefix or surrounding white
+// space). The token itself is never logged.
+func TokenID(token string) string {
+	sum := sha256.Sum256([]byte(cleanToken(token)))
+	return hex.EncodeToString(sum[:6])
 }

@@ -23,7 +23,7 @@ type Validator struct {
 	now       func() time.Time
 	log       *slog.Logger
 	cache     *verifiedCache // nil when turned off
-	metrics   *Metrics       // nil without WithMetrics
+	observer  Observer       // nil without WithObserver
 }
 
 // NewValidator builds the engine from a configuration (validated here) and
@@ -47,19 +47,19 @@ func NewValidator(ctx context.Context, cfg *Config, opts ...Option) (*Validator,
 		maxBytes: cfg.MaxTokenBytes,
 		now:      o.now,
 		log:      o.log,
-		metrics:  o.metrics,
+		observer: o.observer,
 	}
 	if cfg.CacheMaxEntries > 0 {
 		v.cache = newVerifiedCache(cfg.CacheMaxEntries, cfg.CacheMaxBytes)
 	}
 	for _, a := range cfg.Audiences {
-		v.audiences = append(v.audiences, KnownAudience(a))
+		v.audiences = append(v.audiences, a)
 		v.audName[a.Audience] = a.Name
 	}
 	for _, ic := range cfg.Issuers {
 		hc := o.http
 		if hc == nil {
-			hc = newFetchClient(time.Duration(ic.FetchTimeout))
+			hc = newFetchClient(ic.FetchTimeout)
 		}
 		ik, err := newIssuerKeys(ctx, ic, hc, o.log, o.now)
 		if err != nil {
@@ -105,17 +105,28 @@ func (v *Validator) Audiences() []KnownAudience { return slices.Clone(v.audience
 // requires every scope in scopes. The token may carry a "Bearer " prefix.
 // An empty audience never matches: it is a caller bug, and fails closed.
 func (v *Validator) Validate(ctx context.Context, token, audience string, scopes []string) Verdict {
-	if v.metrics == nil {
+	if v.observer == nil {
 		verdict, _ := v.validate(ctx, token, audience, scopes)
 		return verdict
 	}
 	start := time.Now()
 	verdict, ik := v.validate(ctx, token, audience, scopes)
-	issuer := ""
+	ev := VerdictEvent{Reason: verdict.Reason, Took: time.Since(start)}
 	if ik != nil {
-		issuer = ik.cfg.Issuer
+		ev.Issuer = ik.cfg.Issuer
 	}
-	v.metrics.observe(&verdict, issuer, audience, v.audName, time.Since(start))
+	if _, ok := v.audName[audience]; ok {
+		ev.Audience = audience
+	}
+	if verdict.Reason == ReasonAudienceMismatch && verdict.Claims != nil {
+		for _, a := range verdict.Claims.Audience {
+			if _, ok := v.audName[a]; ok {
+				ev.TokenAudience = a
+				break
+			}
+		}
+	}
+	v.observer.ObserveVerdict(ev)
 	return verdict
 }
 
@@ -140,7 +151,7 @@ func (v *Validator) validate(ctx context.Context, token, audience string, scopes
 	}
 	until := now.Add(maxCacheAge)
 	if t.claims.hasExp && numericDate(t.claims.exp).Before(until) {
-		until = numericDate(t.claims.exp).Add(time.Duration(ik.cfg.Leeway))
+		until = numericDate(t.claims.exp).Add(ik.cfg.Leeway)
 	}
 	if !until.After(now) { // expired already: nothing worth keeping
 		return v.verdict(ik, t, t.toClaims(), audience, scopes), ik
@@ -315,7 +326,7 @@ func (v *Validator) checkClaims(ik *issuerKeys, t *parsedToken, audience string,
 	c := &t.claims
 	cfg := &ik.cfg
 	now := v.now()
-	leeway := time.Duration(cfg.Leeway)
+	leeway := cfg.Leeway
 
 	if cfg.TokenType != "" && !sameMediaType(t.typ, cfg.TokenType) {
 		out = append(out, wrongTypeViolation(t, cfg.TokenType))

@@ -3,14 +3,15 @@ package service
 import (
 	"sync/atomic"
 	"time"
-
-	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 )
 
 // Reason is the outcome of a validation. Its values are those of usher.v1.Reason.
 type Reason int32
 
-// The reasons, in the order the checks run (see the contract, section 2).
+// The reasons. The checks run in the order MALFORMED, UNSUPPORTED_ALGORITHM,
+// UNTRUSTED_ISSUER, UNKNOWN_KEY or KEYS_UNAVAILABLE, INVALID_SIGNATURE, then,
+// on a token whose signature verified, WRONG_TOKEN_TYPE, EXPIRED,
+// NOT_YET_VALID, MISSING_CLAIM, AUDIENCE_MISMATCH, INSUFFICIENT_SCOPE.
 const (
 	ReasonUnspecified          Reason = 0
 	ReasonValid                Reason = 1
@@ -96,8 +97,28 @@ type Claims struct {
 	// Raw holds every payload claim as decoded from JSON.
 	Raw map[string]any
 
-	// memo keeps the gRPC form of claims served again from the cache.
-	memo atomic.Pointer[usherv1.Claims]
+	// memo keeps an adapter's conversion of claims served again from the
+	// verified-token cache (see MemoClaims).
+	memo atomic.Pointer[any]
+}
+
+// MemoClaims returns convert(c), converting at most once per type T: claims
+// served again from the verified-token cache are the same *Claims, so an
+// adapter that turns them into its wire type (the gRPC adapter, into
+// usherv1.Claims) pays for it once per token, not once per call. The result
+// is shared by every caller and must be treated as read-only. c holds one
+// memo: an adapter converting to another type converts every time.
+func MemoClaims[T any](c *Claims, convert func(*Claims) T) T {
+	if p := c.memo.Load(); p != nil {
+		if t, ok := (*p).(T); ok {
+			return t
+		}
+		return convert(c)
+	}
+	t := convert(c)
+	var v any = t
+	c.memo.CompareAndSwap(nil, &v)
+	return t
 }
 
 // KnownAudience is an entry of the audiences registry.

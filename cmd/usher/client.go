@@ -20,8 +20,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/usher-dev/usher/internal/devissuer"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
-	"github.com/usher-dev/usher/service/devissuer"
 )
 
 // clientFlags are the flags of every command that calls a running usher.

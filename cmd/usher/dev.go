@@ -10,8 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usher-dev/usher/internal/config"
+	"github.com/usher-dev/usher/internal/devissuer"
 	"github.com/usher-dev/usher/service"
-	"github.com/usher-dev/usher/service/devissuer"
 )
 
 // Pinned tool versions for the lines `usher dev` prints.
@@ -21,7 +22,7 @@ const (
 )
 
 // devAPIs are the two APIs of the article: a token for one is not a token for the other.
-var devAPIs = []service.AudienceConfig{
+var devAPIs = []service.KnownAudience{
 	{Audience: "api/users", Name: "Users API"},
 	{Audience: "api/invoices", Name: "Invoices API"},
 }
@@ -29,7 +30,7 @@ var devAPIs = []service.AudienceConfig{
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("usher dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	listen := fs.String("listen", service.DefaultListen, "gRPC address (loopback only)")
+	listen := fs.String("listen", config.DefaultListen, "gRPC address (loopback only)")
 	issuerListen := fs.String("issuer-listen", "127.0.0.1:0", "dev issuer HTTP address (loopback only)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	if _, err := parseFlags(fs, args); err != nil {
@@ -50,14 +51,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer iss.Close()
-	cfg := &service.Config{
+	cfg := &config.Config{
 		Listen: *listen,
-		Issuers: []service.IssuerConfig{{
-			Issuer:    iss.URL(),
-			Discovery: true,
-			TokenType: "at+jwt",
-		}},
-		Audiences: devAPIs,
+		Engine: service.Config{
+			Issuers: []service.IssuerConfig{{
+				Issuer:    iss.URL(),
+				Discovery: true,
+				TokenType: "at+jwt",
+			}},
+			Audiences: devAPIs,
+		},
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -84,10 +87,7 @@ func requireLoopback(flagName, addr string) error {
 	if err != nil {
 		return usageError{fmt.Sprintf("%s %q: want host:port", flagName, addr)}
 	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+	if !config.IsLoopback(host) {
 		return usageError{fmt.Sprintf("%s %q: usher dev serves loopback only (e.g. 127.0.0.1:50051); use `usher serve --config` for anything else", flagName, addr)}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/usher-dev/usher/internal/config"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
@@ -38,13 +39,13 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var checks []service.Check
 	if *cfgPath != "" {
 		title = "usher doctor: " + *cfgPath
-		cfg, err := service.LoadConfig(*cfgPath)
+		cfg, err := config.Load(*cfgPath)
 		if err != nil {
 			checks = []service.Check{{Subject: "config", Name: "config valid", Detail: strings.ReplaceAll(err.Error(), "\n", "; "),
 				Fix: "correct the keys named above (see the README's configuration reference)"}}
 		} else {
-			checks = append([]service.Check{{Subject: "config", Name: "config valid", OK: true, Detail: fmt.Sprintf("%d issuers, %d audiences", len(cfg.Issuers), len(cfg.Audiences))}},
-				service.Diagnose(ctx, cfg)...)
+			checks = append([]service.Check{{Subject: "config", Name: "config valid", OK: true, Detail: fmt.Sprintf("%d issuers, %d audiences", len(cfg.Engine.Issuers), len(cfg.Engine.Audiences))}},
+				service.Diagnose(ctx, &cfg.Engine)...)
 		}
 	} else {
 		title = "usher doctor: usher at " + cf.addr

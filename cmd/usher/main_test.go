@@ -21,8 +21,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/usher-dev/usher/internal/devissuer"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
-	"github.com/usher-dev/usher/service/devissuer"
 )
 
 // syncBuffer is an io.Writer the test can read while run writes to it.

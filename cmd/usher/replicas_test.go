@@ -23,8 +23,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-dev/usher/client"
+	"github.com/usher-dev/usher/internal/devissuer"
 	"github.com/usher-dev/usher/service"
-	"github.com/usher-dev/usher/service/devissuer"
 )
 
 // Shape of the replica load: bounded in goroutines, time and calls.

@@ -27,8 +27,11 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/usher-dev/usher/extauthz"
+	"github.com/usher-dev/usher/grpcapi"
 	"github.com/usher-dev/usher/httpapi"
-	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
+	"github.com/usher-dev/usher/internal/config"
+	"github.com/usher-dev/usher/internal/metrics"
+	"github.com/usher-dev/usher/internal/servertls"
 	"github.com/usher-dev/usher/service"
 )
 
@@ -52,20 +55,21 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := service.LoadConfig(*cfgPath)
+	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}
-	if cfg.ExtAuthz.Kind != 0 {
-		if _, err := extauthz.FromYAML(&cfg.ExtAuthz); err != nil {
-			return fmt.Errorf("usher: config %s: %w", *cfgPath, err)
-		}
-	}
+	return serve(ctx, serveOptions{cfg: cfg, path: *cfgPath, log: log, reload: hangups(ctx)})
+}
+
+// hangups turns SIGHUP into reload requests until ctx is done; requests that
+// arrive while one is pending are merged.
+func hangups(ctx context.Context) <-chan struct{} {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	reload := make(chan struct{}, 1)
 	go func() {
+		defer signal.Stop(hup)
 		for {
 			select {
 			case <-hup:
@@ -78,7 +82,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 			}
 		}
 	}()
-	return serve(ctx, serveOptions{cfg: cfg, path: *cfgPath, log: log, reload: reload})
+	return reload
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
@@ -90,37 +94,116 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 }
 
 type serveOptions struct {
-	cfg    *service.Config
-	path   string // the config file, re-read on reload; "" for usher dev
+	cfg    *config.Config // validated
+	path   string         // the config file, re-read on reload; "" for usher dev
 	log    *slog.Logger
 	ready  func(addr string) // told the gRPC address once the listener is open
 	reload <-chan struct{}   // a value asks for the config file to be re-read
-
-	metrics *service.Metrics // made by serve, shared by reloaded validators
 }
 
-// serve runs usher until ctx is done, then stops gracefully.
+// server is a running usher: its listeners and what they serve.
+type server struct {
+	serveOptions
+	reg      *prometheus.Registry        // nil without metrics_listen: nothing collects
+	observer *metrics.Metrics            // shared by the validators a reload creates
+	tls      *tls.Config                 // nil without tls
+	limit    grpc.UnaryServerInterceptor // the in-flight limit every front end shares
+	grpcMet  *grpcprom.ServerMetrics     // nil without metrics_listen
+	api      *grpcapi.Server
+	gs       *grpc.Server
+	lis      net.Listener
+	vcancel  context.CancelFunc // ends the validator in service's key fetching
+	errc     chan error         // a listener that failed
+	closers  []func()           // run last to first when serve returns
+}
+
+// serve runs usher until ctx is done, then stops gracefully. Whatever it
+// started is stopped on one path, on success and on error alike.
 func serve(ctx context.Context, o serveOptions) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cfg, log := o.cfg, o.log
-	// Metrics are collected only when something can read them.
-	var reg *prometheus.Registry
-	if cfg.MetricsListen != "" {
-		reg = prometheus.NewRegistry()
-		o.metrics = service.NewMetrics(reg)
-	}
-	vctx, vcancel := context.WithCancel(ctx)
-	v, err := service.NewValidator(vctx, cfg, service.WithLogger(log), service.WithMetrics(o.metrics))
-	if err != nil {
-		vcancel()
+	s := &server{serveOptions: o, errc: make(chan error, 3)}
+	defer s.close()
+	if err := s.start(ctx); err != nil {
 		return err
 	}
+	return s.run(ctx)
+}
+
+func (s *server) onClose(f func()) { s.closers = append(s.closers, f) }
+
+func (s *server) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+// start opens every listener and starts serving.
+func (s *server) start(ctx context.Context) error {
+	if s.cfg.MetricsListen != "" {
+		s.reg = prometheus.NewRegistry()
+		s.observer = metrics.New(s.reg)
+	}
+	v, err := s.newValidator(ctx, &s.cfg.Engine)
+	if err != nil {
+		return err
+	}
+	s.vcancel = v.cancel
+	s.onClose(func() { s.vcancel() })
+	opts, err := s.grpcOptions(ctx)
+	if err != nil {
+		return err
+	}
+	if s.lis, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	}
+	s.gs = grpc.NewServer(opts...)
+	s.onClose(s.gs.Stop) // closes the listener too
+	s.api = grpcapi.Register(ctx, s.gs, v.Validator, s.log)
+	if err := s.registerExtAuthz(); err != nil {
+		return err
+	}
+	if err := s.startHTTP(); err != nil {
+		return err
+	}
+	go func() { s.errc <- s.gs.Serve(s.lis) }()
+	s.log.Info("usher listening", "addr", s.lis.Addr().String(), "issuers", len(s.cfg.Engine.Issuers), "tls", s.cfg.TLS != nil)
+	if s.ready != nil {
+		s.ready(s.lis.Addr().String())
+	}
+	return nil
+}
+
+// validator is a validator in service and the cancel that ends its key
+// fetching.
+type validator struct {
+	*service.Validator
+	cancel context.CancelFunc
+}
+
+func (s *server) newValidator(ctx context.Context, cfg *service.Config) (validator, error) {
+	vctx, cancel := context.WithCancel(ctx)
+	opts := []service.Option{service.WithLogger(s.log)}
+	if s.observer != nil {
+		opts = append(opts, service.WithObserver(s.observer))
+	}
+	v, err := service.NewValidator(vctx, cfg, opts...)
+	if err != nil {
+		cancel()
+		return validator{}, err
+	}
+	return validator{v, cancel}, nil
+}
+
+// grpcOptions are the gRPC server's limits, credentials, tracing and
+// interceptors (metrics, then the in-flight limit).
+func (s *server) grpcOptions(ctx context.Context) ([]grpc.ServerOption, error) {
+	cfg := s.cfg
 	opts := []grpc.ServerOption{
 		// Calls run on a pool of goroutines whose stacks have already grown,
 		// instead of a new goroutine (and stack growth) per call.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.MaxRecvMsgSize(service.MaxRecvMsgSize(cfg)),
+		grpc.MaxRecvMsgSize(grpcapi.MaxRecvMsgSize(cfg.Engine.MaxTokenBytes)),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		// The client library pings every 30s; allow it, refuse faster pings.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
@@ -128,138 +211,129 @@ func serve(ctx context.Context, o serveOptions) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 15 * time.Minute, MaxConnectionAge: 10 * time.Minute,
 			MaxConnectionAgeGrace: 30 * time.Second, Time: time.Minute, Timeout: 20 * time.Second}),
 	}
-	var tc *tls.Config
 	if cfg.TLS != nil {
-		if tc, err = service.ServerTLS(cfg.TLS, func(err error) { log.Error("tls reload failed", "err", err) }); err != nil {
-			vcancel()
-			return err
+		tc, err := servertls.Config(servertls.Files(*cfg.TLS), func(err error) { s.log.Error("tls reload failed", "err", err) })
+		if err != nil {
+			return nil, err
 		}
+		s.tls = tc
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	} else if cfg.InsecurePlaintext {
-		log.Warn("serving plaintext gRPC on a non-loopback address (insecure_plaintext: true): tokens cross the network in clear unless something else encrypts", "listen", cfg.Listen)
+		s.log.Warn("serving plaintext on a non-loopback address (insecure_plaintext: true): tokens cross the network in clear unless something else encrypts", "listen", cfg.Listen)
 	}
 	if cfg.Tracing != nil {
 		opt, stop, err := tracingOption(ctx, cfg.Tracing)
 		if err != nil {
-			vcancel()
-			return err
+			return nil, err
 		}
-		defer stop()
+		s.onClose(stop)
 		opts = append(opts, opt)
 	}
-	lis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		vcancel()
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	s.limit = grpcapi.LimitInFlight(cfg.MaxInFlight)
+	if s.reg == nil {
+		return append(opts, grpc.ChainUnaryInterceptor(s.limit)), nil
 	}
+	s.grpcMet = grpcprom.NewServerMetrics()
+	s.reg.MustRegister(s.grpcMet, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return append(opts,
+		grpc.ChainUnaryInterceptor(s.grpcMet.UnaryServerInterceptor(), s.limit),
+		grpc.ChainStreamInterceptor(s.grpcMet.StreamServerInterceptor())), nil
+}
 
-	limit := service.LimitInFlight(cfg.MaxInFlight) // shared by gRPC and HTTP/JSON
-	var metrics *grpcprom.ServerMetrics
-	if reg != nil {
-		metrics = grpcprom.NewServerMetrics()
-		reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		opts = append(opts,
-			grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), limit),
-			grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()))
-	} else {
-		opts = append(opts, grpc.ChainUnaryInterceptor(limit))
-	}
-	gs := grpc.NewServer(opts...)
-	srv := service.Register(ctx, gs, v, log)
-	if cfg.ExtAuthz.Kind != 0 {
-		ec, err := extauthz.FromYAML(&cfg.ExtAuthz)
-		if err == nil {
-			var ea *extauthz.Server
-			if ea, err = extauthz.New(srv, *ec, log); err == nil {
-				ea.Register(gs)
-			}
-		}
-		if err != nil {
-			lis.Close()
-			vcancel()
-			return err
-		}
-		log.Info("serving envoy.service.auth.v3.Authorization", "routes", len(ec.Routes))
-	}
-	if reg != nil {
-		metrics.InitializeMetrics(gs)
-		reg.MustRegister(service.StatusCollector(srv.Current))
-	}
-
-	errc := make(chan error, 3)
-	var httpServers []*http.Server
-	startHTTP := func(key, addr string, h http.Handler, hs *http.Server, tlsConf *tls.Config) error {
-		hl, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", key, addr, err)
-		}
-		if hs == nil {
-			hs = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-		}
-		if tlsConf != nil {
-			hs.TLSConfig = tlsConf
-			hl = tls.NewListener(hl, tlsConf)
-		}
-		httpServers = append(httpServers, hs)
-		go func() {
-			if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("%s: %w", key, err)
-			}
-		}()
-		log.Info(key+" listening", "addr", hl.Addr().String())
+func (s *server) registerExtAuthz() error {
+	if s.cfg.ExtAuthz == nil {
 		return nil
 	}
-	if cfg.MetricsListen != "" {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		if cfg.Pprof {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		if err := startHTTP("metrics", cfg.MetricsListen, mux, nil, nil); err != nil {
-			lis.Close()
-			vcancel()
-			return err
-		}
+	ea, err := extauthz.New(s.api, *s.cfg.ExtAuthz, s.log)
+	if err != nil {
+		return err
 	}
-	if cfg.HTTPListen != "" {
-		h := httpapi.Handler(intercepted{srv, limit}, connect.WithReadMaxBytes(service.MaxRecvMsgSize(cfg)))
-		if err := startHTTP("http_listen", cfg.HTTPListen, nil, httpapi.NewServer(cfg.HTTPListen, h), tc); err != nil {
-			lis.Close()
-			vcancel()
-			return err
-		}
-	}
-	go func() { errc <- gs.Serve(lis) }()
-	log.Info("usher listening", "addr", lis.Addr().String(), "issuers", len(cfg.Issuers), "tls", cfg.TLS != nil)
-	if o.ready != nil {
-		o.ready(lis.Addr().String())
-	}
+	ea.Register(s.gs)
+	s.log.Info("serving envoy.service.auth.v3.Authorization", "routes", len(s.cfg.ExtAuthz.Routes))
+	return nil
+}
 
-	for done := false; !done; {
+// startHTTP opens the metrics and HTTP/JSON listeners that are configured.
+func (s *server) startHTTP() error {
+	if s.cfg.MetricsListen != "" {
+		if err := s.listenHTTP("metrics", s.cfg.MetricsListen, &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 5 * time.Second}, nil); err != nil {
+			return err
+		}
+	}
+	if s.cfg.HTTPListen != "" {
+		// The in-flight limit is gRPC's: one budget for every front end.
+		h := httpapi.Handler(grpcapi.Intercepted(s.api, s.limit), connect.WithReadMaxBytes(grpcapi.MaxRecvMsgSize(s.cfg.Engine.MaxTokenBytes)))
+		if err := s.listenHTTP("http_listen", s.cfg.HTTPListen, httpapi.NewServer(s.cfg.HTTPListen, h), s.tls); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// metricsHandler serves /metrics (and pprof when asked) from the registry.
+// It runs once every gRPC service is registered, so that each one's metrics
+// start at zero.
+func (s *server) metricsHandler() http.Handler {
+	s.grpcMet.InitializeMetrics(s.gs)
+	s.reg.MustRegister(metrics.StatusCollector(s.api.Current))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	if s.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+func (s *server) listenHTTP(key, addr string, hs *http.Server, tlsConf *tls.Config) error {
+	hl, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", key, addr, err)
+	}
+	if tlsConf != nil {
+		hs.TLSConfig = tlsConf
+		hl = tls.NewListener(hl, tlsConf)
+	}
+	s.onClose(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+		_ = hs.Close()
+	})
+	go func() {
+		if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- fmt.Errorf("%s: %w", key, err)
+		}
+	}()
+	s.log.Info(key+" listening", "addr", hl.Addr().String())
+	return nil
+}
+
+// run serves until ctx is done or a listener fails, reloading on request.
+func (s *server) run(ctx context.Context) error {
+	for {
 		select {
-		case err := <-errc:
-			gs.Stop()
-			vcancel()
+		case err := <-s.errc:
 			return err
 		case <-ctx.Done():
-			done = true
-		case <-o.reload:
-			if next := reloadConfig(ctx, o, cfg, srv); next != nil {
-				old := vcancel
-				vcancel = next
-				// Calls in flight on the old validator finish within MaxCallTime.
-				time.AfterFunc(service.MaxCallTime, old)
-			}
+			s.gracefulStop()
+			return nil
+		case <-s.reload:
+			s.reloadConfig(ctx)
 		}
 	}
-	log.Info("shutting down: finishing in-flight calls", "grace", shutdownGrace)
+}
+
+// gracefulStop lets calls in flight finish for up to shutdownGrace, then
+// closes what remains (grpc-go's examples/features/gracefulstop).
+func (s *server) gracefulStop() {
+	s.log.Info("shutting down: finishing in-flight calls", "grace", shutdownGrace)
 	stopped := make(chan struct{})
 	go func() {
-		gs.GracefulStop()
+		s.gs.GracefulStop()
 		close(stopped)
 	}()
 	timer := time.NewTimer(shutdownGrace)
@@ -267,81 +341,52 @@ func serve(ctx context.Context, o serveOptions) error {
 	select {
 	case <-stopped:
 	case <-timer.C:
-		log.Warn("grace period over: closing remaining connections")
-		gs.Stop()
+		s.log.Warn("grace period over: closing remaining connections")
+		s.gs.Stop()
 	}
-	vcancel()
-	for _, hs := range httpServers {
-		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
-		_ = hs.Shutdown(sctx)
-		scancel()
-	}
-	return nil
 }
 
 // reloadConfig re-reads the config file and, when it is valid and its keys
 // were tried, swaps the new validator in (issuers and audiences). A bad file
-// is refused and the running config kept. It returns the new validator's
-// cancel, or nil when nothing changed.
-func reloadConfig(ctx context.Context, o serveOptions, running *service.Config, srv *service.Server) context.CancelFunc {
-	log := o.log
-	if o.path == "" {
+// is refused and the running config kept. Calls in flight on the old
+// validator finish within grpcapi.MaxCallTime; then its fetching ends.
+func (s *server) reloadConfig(ctx context.Context) {
+	log := s.log
+	if s.path == "" {
 		log.Warn("reload asked, but this usher has no config file")
-		return nil
+		return
 	}
-	cfg, err := service.LoadConfig(o.path)
+	cfg, err := config.Load(s.path)
 	if err != nil {
 		log.Error("reload refused: keeping the running config", "err", err)
-		return nil
+		return
 	}
-	if cfg.Listen != running.Listen || cfg.MetricsListen != running.MetricsListen || cfg.HTTPListen != running.HTTPListen || cfg.Pprof != running.Pprof || cfg.ExtAuthz.Kind != 0 || running.ExtAuthz.Kind != 0 || (cfg.TLS == nil) != (running.TLS == nil) ||
-		cfg.MaxInFlight != running.MaxInFlight || cfg.MaxConcurrentStreams != running.MaxConcurrentStreams || cfg.MaxTokenBytes != running.MaxTokenBytes {
+	if startOnlyChanged(s.cfg, cfg) {
 		log.Warn("reload: listeners, tls, limits and ext_authz routes are applied at start only; restart usher to change them")
 	}
-	vctx, vcancel := context.WithCancel(ctx)
-	v, err := service.NewValidator(vctx, cfg, service.WithLogger(log), service.WithMetrics(o.metrics))
+	v, err := s.newValidator(ctx, &cfg.Engine)
 	if err != nil {
-		vcancel()
 		log.Error("reload refused: keeping the running config", "err", err)
-		return nil
+		return
 	}
 	wctx, wcancel := context.WithTimeout(ctx, reloadWait)
 	defer wcancel()
 	if err := v.WaitTried(wctx); err != nil {
-		vcancel()
+		v.cancel()
 		log.Error("reload refused: the new issuers' keys were not tried in time; keeping the running config", "err", err)
-		return nil
+		return
 	}
-	srv.Swap(v)
-	log.Info("config reloaded", "issuers", len(cfg.Issuers), "audiences", len(cfg.Audiences))
-	return vcancel
+	s.api.Swap(v.Validator)
+	time.AfterFunc(grpcapi.MaxCallTime, s.vcancel)
+	s.vcancel = v.cancel
+	log.Info("config reloaded", "issuers", len(cfg.Engine.Issuers), "audiences", len(cfg.Engine.Audiences))
 }
 
-// intercepted runs a gRPC unary interceptor around another front end's calls
-// (HTTP/JSON), so that every front end shares one in-flight limit.
-type intercepted struct {
-	usherv1.TokenServiceServer
-	ic grpc.UnaryServerInterceptor
-}
-
-func interceptCall[Req, Resp any](ctx context.Context, ic grpc.UnaryServerInterceptor, method string, req *Req, call func(context.Context, *Req) (*Resp, error)) (*Resp, error) {
-	out, err := ic(ctx, req, &grpc.UnaryServerInfo{FullMethod: method}, func(ctx context.Context, r any) (any, error) {
-		return call(ctx, r.(*Req))
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out.(*Resp), nil
-}
-
-func (s intercepted) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
-	return interceptCall(ctx, s.ic, usherv1.TokenService_ValidateToken_FullMethodName, req, s.TokenServiceServer.ValidateToken)
-}
-
-func (s intercepted) InspectToken(ctx context.Context, req *usherv1.InspectTokenRequest) (*usherv1.InspectTokenResponse, error) {
-	return interceptCall(ctx, s.ic, usherv1.TokenService_InspectToken_FullMethodName, req, s.TokenServiceServer.InspectToken)
-}
-
-func (s intercepted) ListIssuers(ctx context.Context, req *usherv1.ListIssuersRequest) (*usherv1.ListIssuersResponse, error) {
-	return interceptCall(ctx, s.ic, usherv1.TokenService_ListIssuers_FullMethodName, req, s.TokenServiceServer.ListIssuers)
+// startOnlyChanged reports whether next changes a setting that only a
+// restart applies.
+func startOnlyChanged(running, next *config.Config) bool {
+	return next.Listen != running.Listen || next.MetricsListen != running.MetricsListen || next.HTTPListen != running.HTTPListen ||
+		next.Pprof != running.Pprof || next.ExtAuthz != nil || running.ExtAuthz != nil || (next.TLS == nil) != (running.TLS == nil) ||
+		next.MaxInFlight != running.MaxInFlight || next.MaxConcurrentStreams != running.MaxConcurrentStreams ||
+		next.Engine.MaxTokenBytes != running.Engine.MaxTokenBytes
 }

@@ -32,9 +32,9 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/usher-dev/usher/client"
+	"github.com/usher-dev/usher/internal/devissuer"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
-	"github.com/usher-dev/usher/service/devissuer"
 )
 
 // testCA issues certificates for 127.0.0.1.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/usher-dev/usher/internal/config"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/propagation"
@@ -12,14 +13,12 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"google.golang.org/grpc"
-
-	"github.com/usher-dev/usher/service"
 )
 
 // tracingOption returns the gRPC stats handler that traces every call to the
 // configured OTLP collector, and a function that flushes and stops it. The
 // tracer provider is local to this server: no global OpenTelemetry state.
-func tracingOption(ctx context.Context, c *service.TracingConfig) (grpc.ServerOption, func(), error) {
+func tracingOption(ctx context.Context, c *config.Tracing) (grpc.ServerOption, func(), error) {
 	opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(c.OTLPEndpoint), otlptracegrpc.WithTimeout(5 * time.Second)}
 	if c.Insecure {
 		opts = append(opts, otlptracegrpc.WithInsecure())

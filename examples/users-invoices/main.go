@@ -31,8 +31,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/usher-dev/usher/client"
+	"github.com/usher-dev/usher/grpcapi"
+	"github.com/usher-dev/usher/internal/devissuer"
 	"github.com/usher-dev/usher/service"
-	"github.com/usher-dev/usher/service/devissuer"
 )
 
 func main() {
@@ -135,7 +136,7 @@ func run(ctx context.Context, out io.Writer) error {
 func startUsher(ctx context.Context, iss *devissuer.Issuer) (string, error) {
 	cfg := &service.Config{
 		Issuers:   []service.IssuerConfig{{Issuer: iss.URL(), Discovery: true, TokenType: "at+jwt"}},
-		Audiences: []service.AudienceConfig{{Audience: "api/users", Name: "Users API"}, {Audience: "api/invoices", Name: "Invoices API"}},
+		Audiences: []service.KnownAudience{{Audience: "api/users", Name: "Users API"}, {Audience: "api/invoices", Name: "Invoices API"}},
 	}
 	v, err := service.NewValidator(ctx, cfg, service.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -145,7 +146,7 @@ func startUsher(ctx context.Context, iss *devissuer.Issuer) (string, error) {
 		return "", err
 	}
 	gs := grpc.NewServer()
-	service.Register(ctx, gs, v, nil)
+	grpcapi.Register(ctx, gs, v, nil)
 	return serve(ctx, gs)
 }
 

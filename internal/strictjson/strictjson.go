@@ -1,23 +1,48 @@
-package service
+// Package strictjson parses one JSON object (RFC 8259) strictly and in one
+// pass, for data whose every byte an attacker may choose: token headers and
+// payloads, introspection answers. It refuses what encoding/json would let
+// through: duplicate keys (which value wins depends on the parser, which is
+// how two parsers come to disagree about a token), invalid UTF-8 and lone
+// UTF-16 surrogate escapes (which encoding/json silently replaces), nesting
+// beyond MaxDepth and more than MaxValues values. Numbers become float64,
+// as with encoding/json into an interface value.
+package strictjson
 
 import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
 )
 
-// parseJSONObject parses exactly one JSON object (RFC 8259), strictly and in
-// one pass: valid UTF-8, no control characters in strings, no lone UTF-16
-// surrogate escapes, no duplicate keys at any depth, at most maxJSONDepth
-// levels, nothing but white space after it. Numbers become float64.
-//
-// encoding/json would accept duplicate keys (last wins) and silently replace
-// invalid UTF-8 and lone surrogates, which is how two parsers come to
-// disagree about a token; it is also the slowest part of a validation.
-func parseJSONObject(b []byte) (map[string]any, error) {
+// Limits on one document.
+const (
+	// MaxDepth bounds nesting of objects and arrays.
+	MaxDepth = 32
+	// MaxValues bounds the values in one document: a claim set has dozens,
+	// and a cap keeps a forged token with a huge array (allowed by a raised
+	// max_token_bytes) from costing milliseconds before its signature is
+	// even looked at.
+	MaxValues = 4096
+)
+
+// Why a document was refused where encoding/json would have read it; test
+// with errors.Is.
+var (
+	ErrDuplicateKey  = errors.New("duplicate key")
+	ErrLoneSurrogate = errors.New("lone UTF-16 surrogate escape")
+	ErrTooDeep       = fmt.Errorf("nested deeper than %d levels", MaxDepth)
+	ErrTooManyValues = fmt.Errorf("more than %d JSON values", MaxValues)
+)
+
+// ParseObject parses exactly one JSON object: valid UTF-8, no control
+// characters in strings, no lone UTF-16 surrogate escapes, no duplicate keys
+// at any depth, at most MaxDepth levels and MaxValues values, nothing but
+// white space after it. It is also several times faster than encoding/json.
+func ParseObject(b []byte) (map[string]any, error) {
 	if !utf8.Valid(b) {
 		return nil, errors.New("not valid UTF-8")
 	}
@@ -31,7 +56,7 @@ func parseJSONObject(b []byte) (map[string]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("a JSON object is required, found %s", jsonType(v))
+		return nil, fmt.Errorf("a JSON object is required, found %s", TypeName(v))
 	}
 	obj, err := p.object()
 	if err != nil {
@@ -43,12 +68,6 @@ func parseJSONObject(b []byte) (map[string]any, error) {
 	}
 	return obj, nil
 }
-
-// maxJSONValues bounds the values in one header or payload: a claim set
-// has dozens, and a cap keeps a forged token with a huge array (allowed by a
-// raised max_token_bytes) from costing milliseconds before its signature is
-// even looked at.
-const maxJSONValues = 4096
 
 type jsonParser struct {
 	b      []byte
@@ -73,8 +92,8 @@ func (p *jsonParser) space() {
 }
 
 func (p *jsonParser) value() (any, error) {
-	if p.values++; p.values > maxJSONValues {
-		return nil, fmt.Errorf("more than %d JSON values", maxJSONValues)
+	if p.values++; p.values > MaxValues {
+		return nil, ErrTooManyValues
 	}
 	p.space()
 	if p.i >= len(p.b) {
@@ -105,8 +124,8 @@ func (p *jsonParser) value() (any, error) {
 
 func (p *jsonParser) enter() error {
 	p.depth++
-	if p.depth > maxJSONDepth {
-		return fmt.Errorf("nested deeper than %d levels", maxJSONDepth)
+	if p.depth > MaxDepth {
+		return ErrTooDeep
 	}
 	return nil
 }
@@ -133,7 +152,7 @@ func (p *jsonParser) object() (map[string]any, error) {
 			return nil, err
 		}
 		if _, dup := obj[k]; dup {
-			return nil, fmt.Errorf("%w %q: JSON parsers disagree on which value wins, so the token is ambiguous", errDuplicateKey, printable(k))
+			return nil, fmt.Errorf("%w %q: JSON parsers disagree on which value wins, so the token is ambiguous", ErrDuplicateKey, shown(k))
 		}
 		p.space()
 		if p.i >= len(p.b) || p.b[p.i] != ':' {
@@ -266,12 +285,12 @@ func (p *jsonParser) escaped(start int) (string, error) {
 					lo, ok = hex4(p.b, p.i+2)
 				}
 				if !ok || lo < 0xDC00 || lo > 0xDFFF {
-					return "", errors.New("lone UTF-16 surrogate escape")
+					return "", ErrLoneSurrogate
 				}
 				p.i += 6
 				r = utf16.DecodeRune(r, lo)
 			case utf16.IsSurrogate(r):
-				return "", errors.New("lone UTF-16 surrogate escape")
+				return "", ErrLoneSurrogate
 			}
 			buf = utf8.AppendRune(buf, r)
 		default:
@@ -321,4 +340,64 @@ func (p *jsonParser) number() (float64, error) {
 		return 0, fmt.Errorf("number %.32s out of range", lit)
 	}
 	return f, nil
+}
+
+func hex4(b []byte, at int) (rune, bool) {
+	if at+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[at : at+4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+// TypeName names the JSON type of a parsed value for a message: "a string",
+// "a number", "null"…
+func TypeName(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "a string"
+	case float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	default:
+		return fmt.Sprintf("%T", v)
+	}
+}
+
+// shown bounds and escapes a member name for an error message: it comes
+// from an unverified document.
+func shown(s string) string {
+	if len(s) > 128 {
+		cut := 128
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
 }

@@ -1,4 +1,7 @@
-package service
+// Package servertls serves TLS from certificate files that are re-read when
+// they change, so that rotated certificates (cert-manager, a mounted Secret)
+// are served without a restart.
+package servertls
 
 import (
 	"crypto/tls"
@@ -14,13 +17,17 @@ import (
 // looked at, at most.
 const tlsReloadCheck = time.Second
 
-// ServerTLS returns a TLS configuration whose certificate (and client CA pool,
-// for mTLS) are re-read from disk when the files change, so that rotated
-// certificates are served without a restart. A file that fails to load keeps
-// the previous one in service (and the error is reported by the next
-// handshake's log line, through onError).
-func ServerTLS(c *TLSConfig, onError func(error)) (*tls.Config, error) {
-	r := &tlsFiles{cfg: *c, onError: onError}
+// Files names a server's certificate and key and, for mTLS, the CA whose
+// certificates clients must present.
+type Files struct {
+	CertFile, KeyFile, ClientCAFile string
+}
+
+// Config returns a TLS configuration whose certificate (and client CA pool,
+// for mTLS) are re-read from disk when the files change. A file that fails to
+// load keeps the previous one in service, and the error goes to onError.
+func Config(f Files, onError func(error)) (*tls.Config, error) {
+	r := &tlsFiles{cfg: f, onError: onError}
 	if err := r.load(); err != nil {
 		return nil, err
 	}
@@ -33,7 +40,7 @@ func ServerTLS(c *TLSConfig, onError func(error)) (*tls.Config, error) {
 }
 
 type tlsFiles struct {
-	cfg     TLSConfig
+	cfg     Files
 	onError func(error)
 
 	mu      sync.Mutex
@@ -64,21 +71,21 @@ func (r *tlsFiles) stat() ([3]time.Time, error) {
 func (r *tlsFiles) load() error {
 	mtimes, err := r.stat()
 	if err != nil {
-		return fmt.Errorf("usher: tls: %w", err)
+		return fmt.Errorf("tls: %w", err)
 	}
 	cert, err := tls.LoadX509KeyPair(r.cfg.CertFile, r.cfg.KeyFile)
 	if err != nil {
-		return fmt.Errorf("usher: tls: cert_file/key_file: %w", err)
+		return fmt.Errorf("tls: cert_file/key_file: %w", err)
 	}
 	conf := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
 	if r.cfg.ClientCAFile != "" {
 		pem, err := os.ReadFile(r.cfg.ClientCAFile)
 		if err != nil {
-			return fmt.Errorf("usher: tls: client_ca_file: %w", err)
+			return fmt.Errorf("tls: client_ca_file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return errors.New("usher: tls: client_ca_file holds no PEM certificate")
+			return errors.New("tls: client_ca_file holds no PEM certificate")
 		}
 		conf.ClientCAs, conf.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}

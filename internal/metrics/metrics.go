@@ -1,25 +1,31 @@
-package service
+// Package metrics is usher's Prometheus side: it observes the engine's
+// verdicts (a service.Observer) and exports, at scrape time, what a running
+// usher holds (the verified-token cache, each issuer's key set). Everything
+// is registered on a registry the caller owns; label values come from
+// bounded sets (configured issuers, registered audiences, "other").
+package metrics
 
 import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/usher-dev/usher/service"
 )
 
 // otherLabel stands for every value outside a bounded set (an unregistered
 // audience, an untrusted issuer), so that label cardinality stays bounded.
 const otherLabel = "other"
 
-// Metrics are usher's own Prometheus metrics. Make them once per process
-// with NewMetrics on a registry the caller owns, and pass them to each
-// Validator with WithMetrics.
+// Metrics are usher's verdict metrics. Make them once per process with New
+// and pass them to each Validator with service.WithObserver: the validators a
+// reload creates share them.
 type Metrics struct {
 	verdicts   *prometheus.CounterVec
 	latency    prometheus.Histogram
 	mismatches *prometheus.CounterVec
 }
 
-// NewMetrics registers usher's verdict metrics on reg:
+// New registers usher's verdict metrics on reg:
 //
 //	usher_verdicts_total{reason, issuer, audience}
 //	usher_validation_seconds
@@ -27,7 +33,7 @@ type Metrics struct {
 //
 // issuer is a configured issuer or "other"; audiences are registered
 // audiences or "other".
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "usher_verdicts_total",
@@ -47,40 +53,35 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observe(v *Verdict, issuer, audience string, registered map[string]string, took time.Duration) {
-	aud := boundedAudience(audience, registered)
-	if issuer == "" {
-		issuer = otherLabel
-	}
-	m.verdicts.WithLabelValues(v.Reason.String(), issuer, aud).Inc()
-	m.latency.Observe(took.Seconds())
-	if v.Reason == ReasonAudienceMismatch && v.Claims != nil {
-		actual := otherLabel
-		for _, a := range v.Claims.Audience {
-			if _, ok := registered[a]; ok {
-				actual = a
-				break
-			}
-		}
-		m.mismatches.WithLabelValues(aud, actual).Inc()
+var _ service.Observer = (*Metrics)(nil)
+
+// ObserveVerdict implements service.Observer.
+func (m *Metrics) ObserveVerdict(ev service.VerdictEvent) {
+	aud := orOther(ev.Audience)
+	m.verdicts.WithLabelValues(ev.Reason.String(), orOther(ev.Issuer), aud).Inc()
+	m.latency.Observe(ev.Took.Seconds())
+	if ev.Reason == service.ReasonAudienceMismatch {
+		m.mismatches.WithLabelValues(aud, orOther(ev.TokenAudience)).Inc()
 	}
 }
 
-func boundedAudience(a string, registered map[string]string) string {
-	if _, ok := registered[a]; ok {
-		return a
+// orOther stands "other" for a value outside the bounded set, which the
+// engine hands over as "".
+func orOther(v string) string {
+	if v == "" {
+		return otherLabel
 	}
-	return otherLabel
+	return v
 }
 
 // StatusCollector exports what a running usher holds, read at scrape time:
 // the verified-token cache's counters and each issuer's key set. current
 // returns the validator in service (it changes on reload).
-func StatusCollector(current func() *Validator) prometheus.Collector {
+func StatusCollector(current func() *service.Validator) prometheus.Collector {
 	return statusCollector{current: current}
 }
 
-type statusCollector struct{ current func() *Validator }
+type statusCollector struct{ current func() *service.Validator }
 
 var (
 	descCacheHits      = prometheus.NewDesc("usher_cache_hits_total", "Verified-token cache hits.", nil, nil)

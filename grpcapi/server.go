@@ -1,9 +1,7 @@
-package service
+package grpcapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -18,18 +16,21 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
+	"github.com/usher-dev/usher/service"
 )
 
-// Server adapts the Validator to usher.v1.TokenService: it converts types
-// and nothing else.
+// Server adapts the engine to usher.v1.TokenService: it converts types and
+// nothing else. The validator in service can be swapped (a configuration
+// reload) while calls are in flight.
 type Server struct {
 	usherv1.UnimplementedTokenServiceServer
-	v   atomic.Pointer[Validator]
+	v   atomic.Pointer[service.Validator]
 	log *slog.Logger
 }
 
-// NewServer returns the TokenService implementation over v.
-func NewServer(v *Validator, log *slog.Logger) *Server {
+// NewServer returns the TokenService implementation over v. A nil log
+// discards.
+func NewServer(v *service.Validator, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -40,20 +41,20 @@ func NewServer(v *Validator, log *slog.Logger) *Server {
 
 // Swap replaces the validator (a configuration reload). Calls in flight
 // finish on the one they started with.
-func (s *Server) Swap(v *Validator) { s.v.Store(v) }
+func (s *Server) Swap(v *service.Validator) { s.v.Store(v) }
 
 // Current is the validator in service.
-func (s *Server) Current() *Validator { return s.v.Load() }
+func (s *Server) Current() *service.Validator { return s.v.Load() }
 
 // Validate runs the current validator, for other front ends (ext_authz).
-func (s *Server) Validate(ctx context.Context, token, audience string, scopes []string) Verdict {
+func (s *Server) Validate(ctx context.Context, token, audience string, scopes []string) service.Verdict {
 	return s.v.Load().Validate(ctx, token, audience, scopes)
 }
 
 // Register serves TokenService, grpc.health.v1.Health and server reflection
 // on gs. Health answers NOT_SERVING until every issuer's keys were tried
 // once, then SERVING; it goes NOT_SERVING when ctx is done.
-func Register(ctx context.Context, gs *grpc.Server, v *Validator, log *slog.Logger) *Server {
+func Register(ctx context.Context, gs *grpc.Server, v *service.Validator, log *slog.Logger) *Server {
 	srv := NewServer(v, log)
 	usherv1.RegisterTokenServiceServer(gs, srv)
 	hs := health.NewServer()
@@ -74,13 +75,6 @@ func Register(ctx context.Context, gs *grpc.Server, v *Validator, log *slog.Logg
 	return srv
 }
 
-// TokenID identifies a token in logs: the first 12 hex digits of its SHA-256.
-// The token itself is never logged.
-func TokenID(token string) string {
-	sum := sha256.Sum256([]byte(cleanToken(token)))
-	return hex.EncodeToString(sum[:6])
-}
-
 // ValidateToken implements usher.v1.TokenService.
 func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
 	if req.GetExpectedAudience() == "" {
@@ -95,12 +89,12 @@ func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRe
 	if s.log.Enabled(ctx, level) {
 		attrs := []slog.Attr{
 			slog.String("reason", v.Reason.String()),
-			slog.String("token", TokenID(req.GetToken())),
-			slog.String("audience", printable(req.GetExpectedAudience())),
+			slog.String("token", service.TokenID(req.GetToken())),
+			slog.String("audience", service.Printable(req.GetExpectedAudience())),
 			slog.Duration("took", time.Since(start)),
 		}
 		if v.Claims != nil {
-			attrs = append(attrs, slog.String("issuer", v.Claims.Issuer), slog.String("kid", printable(v.Claims.KeyID)))
+			attrs = append(attrs, slog.String("issuer", v.Claims.Issuer), slog.String("kid", service.Printable(v.Claims.KeyID)))
 		}
 		s.log.LogAttrs(ctx, level, "validate", attrs...)
 	}
@@ -142,7 +136,7 @@ func (s *Server) ListIssuers(context.Context, *usherv1.ListIssuersRequest) (*ush
 	return out, nil
 }
 
-func verdictProto(v *Verdict) *usherv1.ValidateTokenResponse {
+func verdictProto(v *service.Verdict) *usherv1.ValidateTokenResponse {
 	out := &usherv1.ValidateTokenResponse{
 		Valid:    v.Valid(),
 		Reason:   usherv1.Reason(v.Reason),
@@ -161,7 +155,7 @@ func verdictProto(v *Verdict) *usherv1.ValidateTokenResponse {
 	return out
 }
 
-func mismatchProto(m *Mismatch) *usherv1.Mismatch {
+func mismatchProto(m *service.Mismatch) *usherv1.Mismatch {
 	if m == nil {
 		return nil
 	}
@@ -170,14 +164,15 @@ func mismatchProto(m *Mismatch) *usherv1.Mismatch {
 
 // claimsProto converts claims once: claims served again from the verified
 // cache reuse their converted form (read-only, safe to marshal concurrently).
-func claimsProto(c *Claims) *usherv1.Claims {
+func claimsProto(c *service.Claims) *usherv1.Claims {
 	if c == nil {
 		return nil
 	}
-	if p := c.memo.Load(); p != nil {
-		return p
-	}
-	p := &usherv1.Claims{
+	return service.MemoClaims(c, convertClaims)
+}
+
+func convertClaims(c *service.Claims) *usherv1.Claims {
+	return &usherv1.Claims{
 		Issuer:    c.Issuer,
 		Subject:   c.Subject,
 		Audience:  c.Audience,
@@ -192,8 +187,6 @@ func claimsProto(c *Claims) *usherv1.Claims {
 		TokenType: c.TokenType,
 		Raw:       structOrNil(c.Raw),
 	}
-	c.memo.Store(p)
-	return p
 }
 
 func timestampOrNil(t time.Time) *timestamppb.Timestamp {

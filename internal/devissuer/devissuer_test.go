@@ -14,7 +14,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jwt"
 
-	"github.com/usher-dev/usher/service/devissuer"
+	"github.com/usher-dev/usher/internal/devissuer"
 )
 
 // testCtx is a context that ends with the test, at the latest after 30s.

@@ -1,0 +1,77 @@
+package grpcapi
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
+)
+
+// MaxCallTime bounds a call that arrives without a deadline, so that no
+// internal wait (a key refetch) is unbounded.
+const MaxCallTime = 10 * time.Second
+
+// MaxRecvMsgSize is the largest request usher reads: a token of
+// maxTokenBytes (the engine's max_token_bytes) plus room for the audience
+// and scopes.
+func MaxRecvMsgSize(maxTokenBytes int) int { return maxTokenBytes + 16<<10 }
+
+// LimitInFlight sheds load: beyond max concurrent calls it answers
+// RESOURCE_EXHAUSTED at once rather than queuing without bound, and it gives
+// a call without a deadline one of MaxCallTime.
+func LimitInFlight(max int) grpc.UnaryServerInterceptor {
+	var inFlight atomic.Int64
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if n := inFlight.Add(1); n > int64(max) {
+			inFlight.Add(-1)
+			return nil, status.Error(codes.ResourceExhausted, fmt.Sprintf("usher is overloaded (%d calls in flight, max_in_flight %d): retry with backoff, or add replicas", n-1, max))
+		}
+		defer inFlight.Add(-1)
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, MaxCallTime)
+			defer cancel()
+		}
+		return handler(ctx, req)
+	}
+}
+
+// Intercepted runs a gRPC unary interceptor (such as LimitInFlight) around
+// the calls another front end (HTTP/JSON) makes to srv, so that every front
+// end shares one in-flight limit.
+func Intercepted(srv usherv1.TokenServiceServer, ic grpc.UnaryServerInterceptor) usherv1.TokenServiceServer {
+	return intercepted{srv, ic}
+}
+
+type intercepted struct {
+	usherv1.TokenServiceServer
+	ic grpc.UnaryServerInterceptor
+}
+
+func interceptCall[Req, Resp any](ctx context.Context, ic grpc.UnaryServerInterceptor, method string, req *Req, call func(context.Context, *Req) (*Resp, error)) (*Resp, error) {
+	out, err := ic(ctx, req, &grpc.UnaryServerInfo{FullMethod: method}, func(ctx context.Context, r any) (any, error) {
+		return call(ctx, r.(*Req))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.(*Resp), nil
+}
+
+func (s intercepted) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
+	return interceptCall(ctx, s.ic, usherv1.TokenService_ValidateToken_FullMethodName, req, s.TokenServiceServer.ValidateToken)
+}
+
+func (s intercepted) InspectToken(ctx context.Context, req *usherv1.InspectTokenRequest) (*usherv1.InspectTokenResponse, error) {
+	return interceptCall(ctx, s.ic, usherv1.TokenService_InspectToken_FullMethodName, req, s.TokenServiceServer.InspectToken)
+}
+
+func (s intercepted) ListIssuers(ctx context.Context, req *usherv1.ListIssuersRequest) (*usherv1.ListIssuersResponse, error) {
+	return interceptCall(ctx, s.ic, usherv1.TokenService_ListIssuers_FullMethodName, req, s.TokenServiceServer.ListIssuers)
+}
