@@ -17,7 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/usher-dev/usher/service"
+	"github.com/usher-dev/usher/internal/config"
 )
 
 const manifestDir = "kubernetes"
@@ -699,7 +699,7 @@ func TestDeploy_ConfigMapIsAValidUsherConfig(t *testing.T) {
 	if !ok {
 		t.Fatalf("ConfigMap %s has no key %q", cm.Metadata.Name, key)
 	}
-	cfg, err := service.ParseConfig([]byte(raw))
+	cfg, err := config.Parse([]byte(raw))
 	if err != nil {
 		t.Fatalf("ConfigMap %s %s is not a valid usher config:\n%v", cm.Metadata.Name, key, err)
 	}
@@ -717,7 +717,7 @@ func TestDeploy_ConfigMapIsAValidUsherConfig(t *testing.T) {
 			t.Errorf("%s %q is loopback: the kubelet's probes and the Services reach the pod IP", what, addr)
 		}
 	}
-	if len(cfg.Issuers) == 0 {
+	if len(cfg.Engine.Issuers) == 0 {
 		t.Error("no issuer")
 	}
 	var dep deployment

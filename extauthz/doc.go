@@ -26,6 +26,10 @@
 //	INSUFFICIENT_SCOPE                         403   PERMISSION_DENIED     …, error="insufficient_scope", …, scope="<required>"
 //	valid, but a claim a header cannot carry   401   UNAUTHENTICATED       …, error="invalid_token", … (UNFORWARDABLE_CLAIM)
 //	KEYS_UNAVAILABLE                           503   UNAVAILABLE           Bearer realm="<aud>"
+//	a reason this server does not know         503   UNAVAILABLE           Bearer realm="<aud>" (VALIDATION_UNAVAILABLE)
+//
+// The mapping of a verdict's reason is usher's one reason table (the same as
+// the gRPC interceptors'), so that no front end answers a reason differently.
 //
 // Every denial carries x-usher-reason (the reason name, e.g.
 // AUDIENCE_MISMATCH) and a JSON body {"reason", "message", "hint"};

@@ -1,16 +1,15 @@
 package extauthz_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net"
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,95 +17,46 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/usher-dev/usher/extauthz"
 	"github.com/usher-dev/usher/internal/devissuer"
+	"github.com/usher-dev/usher/internal/reasons"
+	"github.com/usher-dev/usher/internal/testkit"
+	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
 
-const timeout = 10 * time.Second
-
-// engine is a real validator trusting a dev issuer on 127.0.0.1, and a
-// second issuer whose key set cannot be fetched (KEYS_UNAVAILABLE).
+// engine is testkit's dev-issuer engine (a real validator trusting a dev
+// issuer on 127.0.0.1, and a second issuer whose key set cannot be fetched:
+// KEYS_UNAVAILABLE), with a debug log the tests read.
 type engine struct {
-	iss, down *devissuer.Issuer
-	v         *service.Validator
-	logs      *syncBuffer
-	log       *slog.Logger
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	*testkit.DevEngine
+	logs *testkit.SyncBuffer
+	log  *slog.Logger
 }
 
 func newEngine(t *testing.T) *engine {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	iss, err := devissuer.New(ctx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	logs := &testkit.SyncBuffer{}
+	return &engine{
+		DevEngine: testkit.NewDevEngine(t),
+		logs:      logs,
+		log:       slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
-	down, err := devissuer.New(ctx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadURL := "http://" + dead.Addr().String() + "/jwks.json"
-	if err := dead.Close(); err != nil {
-		t.Fatal(err)
-	}
-	cfg := &service.Config{
-		Issuers: []service.IssuerConfig{
-			{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()},
-			{Issuer: down.URL(), JWKSURI: deadURL, FetchTimeout: service.Duration(time.Second)},
-		},
-		Audiences: []service.AudienceConfig{{Audience: "api/users", Name: "Users API"}, {Audience: "api/invoices", Name: "Invoices API"}},
-	}
-	v, err := service.NewValidator(ctx, cfg, service.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, wcancel := context.WithTimeout(ctx, timeout)
-	defer wcancel()
-	if err := v.WaitTried(wctx); err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	return &engine{iss: iss, down: down, v: v, logs: logs, log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 }
 
-func mint(t *testing.T, iss *devissuer.Issuer, r devissuer.MintRequest) string {
-	t.Helper()
-	tok, err := iss.Mint(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
-// serve starts the Authorization service on a real gRPC server on
-// 127.0.0.1 and returns a client of it.
+// serve starts the Authorization service on the engine, on a real gRPC
+// server on 127.0.0.1, and returns a client of it.
 func (e *engine) serve(t *testing.T, cfg extauthz.Config) authv3.AuthorizationClient {
 	t.Helper()
-	s, err := extauthz.New(e.v, cfg, e.log)
+	return serve(t, e.Validator, cfg, e.log)
+}
+
+// serve starts the Authorization service for v on a real gRPC server on
+// 127.0.0.1 and returns a client of it.
+func serve(t *testing.T, v extauthz.Validator, cfg extauthz.Config, log *slog.Logger) authv3.AuthorizationClient {
+	t.Helper()
+	s, err := extauthz.New(v, cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,16 +75,11 @@ func (e *engine) serve(t *testing.T, cfg extauthz.Config) authv3.AuthorizationCl
 			if err != nil {
 				t.Errorf("Serve: %v", err)
 			}
-		case <-time.After(timeout):
+		case <-time.After(10 * time.Second):
 			t.Error("Serve did not return after Stop")
 		}
 	})
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return authv3.NewAuthorizationClient(conn)
+	return authv3.NewAuthorizationClient(testkit.Dial(t, lis.Addr().String()))
 }
 
 // request is what Envoy reports about one HTTP request.
@@ -147,8 +92,7 @@ type request struct {
 
 func check(t *testing.T, c authv3.AuthorizationClient, r request) *authv3.CheckResponse {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+	ctx := testkit.Context(t)
 	hr := &authv3.AttributeContext_HttpRequest{
 		Id: "req-1", Method: "GET", Host: r.host, Path: r.path, Scheme: "https", Protocol: "HTTP/1.1",
 		Headers: r.headers,
@@ -340,18 +284,18 @@ func TestCheck(t *testing.T) {
 	e := newEngine(t)
 	c := e.serve(t, extauthz.Config{Routes: testRoutes})
 
-	users := mint(t, e.iss, devissuer.MintRequest{Audience: []string{"api/users"}, Scopes: []string{"users.read", "users.write"}, Subject: "svc-billing-ui", ClientID: "billing-ui"})
-	invoices := mint(t, e.iss, devissuer.MintRequest{Audience: []string{"api/invoices"}, Scopes: []string{"invoices.read"}})
-	invoicesNoScope := mint(t, e.iss, devissuer.MintRequest{Audience: []string{"api/invoices"}, Scopes: []string{"invoices.write"}})
-	expired := mint(t, e.iss, devissuer.MintRequest{Audience: []string{"api/users"}, TTL: -5 * time.Minute})
-	keysDown := mint(t, e.down, devissuer.MintRequest{Audience: []string{"api/users"}})
+	users := e.Mint(t, devissuer.MintRequest{Audience: []string{"api/users"}, Scopes: []string{"users.read", "users.write"}, Subject: "svc-billing-ui", ClientID: "billing-ui"})
+	invoices := e.Mint(t, devissuer.MintRequest{Audience: []string{"api/invoices"}, Scopes: []string{"invoices.read"}})
+	invoicesNoScope := e.Mint(t, devissuer.MintRequest{Audience: []string{"api/invoices"}, Scopes: []string{"invoices.write"}})
+	expired := e.Mint(t, devissuer.MintRequest{Audience: []string{"api/users"}, TTL: -5 * time.Minute})
+	keysDown := testkit.Mint(t, e.Down, devissuer.MintRequest{Audience: []string{"api/users"}})
 
 	usersClaims := map[string]string{
-		"x-usher-subject": "svc-billing-ui", "x-usher-issuer": e.iss.URL(), "x-usher-scopes": "users.read users.write",
+		"x-usher-subject": "svc-billing-ui", "x-usher-issuer": e.Issuer.URL(), "x-usher-scopes": "users.read users.write",
 		"x-usher-client-id": "billing-ui", "x-usher-audience": "api/users",
 	}
 	invoicesClaims := map[string]string{
-		"x-usher-subject": devissuer.ClientID, "x-usher-issuer": e.iss.URL(), "x-usher-scopes": "invoices.read",
+		"x-usher-subject": devissuer.ClientID, "x-usher-issuer": e.Issuer.URL(), "x-usher-scopes": "invoices.read",
 		"x-usher-client-id": devissuer.ClientID, "x-usher-audience": "api/invoices",
 	}
 	audienceHint := `this token was issued for Users API (api/users); ask the issuer for a token with audience api/invoices (OAuth 2.0 "audience" or RFC 8707 "resource" parameter)`
@@ -497,7 +441,7 @@ func TestCheck(t *testing.T) {
 		denied: &wantDenied{
 			code: codes.Unavailable, http: 503, reason: "KEYS_UNAVAILABLE",
 			challenge:    `Bearer realm="api/users"`,
-			message:      "no keys of issuer " + e.down.URL() + " could be fetched yet…",
+			message:      "no keys of issuer " + e.Down.URL() + " could be fetched yet…",
 			hintContains: "not the token's fault",
 		},
 	}}
@@ -516,7 +460,8 @@ func TestCheck(t *testing.T) {
 	for _, tok := range []string{users, invoices, invoicesNoScope, expired, keysDown} {
 		sig := tok[strings.LastIndexByte(tok, '.')+1:]
 		if strings.Contains(logs, sig) {
-			t.Fatalf("a token reached the logs:\n%s", logs)
+			// Not the logs themselves: they would print the token.
+			t.Fatalf("token %s reached the logs", service.TokenID(tok))
 		}
 	}
 	for _, want := range []string{`"token":"` + service.TokenID(users) + `"`, `"reason":"AUDIENCE_MISMATCH"`, `"reason":"NO_ROUTE"`, `"request_id":"req-1"`} {
@@ -529,7 +474,7 @@ func TestCheck(t *testing.T) {
 func TestCheckRawHeaders(t *testing.T) {
 	e := newEngine(t)
 	c := e.serve(t, extauthz.Config{Routes: testRoutes})
-	users := mint(t, e.iss, devissuer.MintRequest{Audience: []string{"api/users"}})
+	users := e.Mint(t, devissuer.MintRequest{Audience: []string{"api/users"}})
 
 	resp := check(t, c, request{host: "users.example.com", path: "/", raw: []*corev3.HeaderValue{
 		{Key: "authorization", RawValue: []byte("Bearer " + users)},
@@ -539,7 +484,7 @@ func TestCheckRawHeaders(t *testing.T) {
 	}})
 	assertOK(t, resp, nil, wantOK{
 		set: map[string]string{
-			"x-usher-subject": devissuer.ClientID, "x-usher-issuer": e.iss.URL(),
+			"x-usher-subject": devissuer.ClientID, "x-usher-issuer": e.Issuer.URL(),
 			"x-usher-client-id": devissuer.ClientID, "x-usher-audience": "api/users",
 		},
 		remove: []string{"x-usher-tenant"},
@@ -559,7 +504,7 @@ func TestCheckRawHeaders(t *testing.T) {
 
 func TestCheckOptions(t *testing.T) {
 	e := newEngine(t)
-	users := mint(t, e.iss, devissuer.MintRequest{Audience: []string{"api/users"}, Scopes: []string{"users.read"}})
+	users := e.Mint(t, devissuer.MintRequest{Audience: []string{"api/users"}, Scopes: []string{"users.read"}})
 
 	t.Run("terse, realm and prefix", func(t *testing.T) {
 		c := e.serve(t, extauthz.Config{
@@ -583,12 +528,12 @@ func TestCheckOptions(t *testing.T) {
 			t.Errorf("status %v", resp.GetStatus())
 		}
 
-		inv := mint(t, e.iss, devissuer.MintRequest{Audience: []string{"api/invoices"}})
+		inv := e.Mint(t, devissuer.MintRequest{Audience: []string{"api/invoices"}})
 		in := bearerHeaders(inv, "x-auth-subject", "admin", "x-auth-extra", "1", "x-usher-subject", "kept")
 		resp = check(t, c, request{host: "any", path: "/invoices/1", headers: in})
 		assertOK(t, resp, nil, wantOK{
 			set: map[string]string{
-				"x-auth-subject": devissuer.ClientID, "x-auth-issuer": e.iss.URL(),
+				"x-auth-subject": devissuer.ClientID, "x-auth-issuer": e.Issuer.URL(),
 				"x-auth-client-id": devissuer.ClientID, "x-auth-audience": "api/invoices",
 			},
 			remove: []string{"x-auth-extra"},
@@ -610,14 +555,14 @@ func TestCheckOptions(t *testing.T) {
 
 	t.Run("unforwardable claim", func(t *testing.T) {
 		c := e.serve(t, extauthz.Config{Routes: []extauthz.Route{{Audience: "api/users"}}})
-		evil := mint(t, e.iss, devissuer.MintRequest{Audience: []string{"api/users"}, Subject: "alice\r\nx-usher-role: admin"})
+		evil := e.Mint(t, devissuer.MintRequest{Audience: []string{"api/users"}, Subject: "alice\r\nx-usher-role: admin"})
 		assertDenied(t, check(t, c, request{host: "h", path: "/", headers: bearerHeaders(evil)}), wantDenied{
 			code: codes.Unauthenticated, http: 401, reason: "UNFORWARDABLE_CLAIM",
 			challengeFrom: `Bearer realm="api/users", error="invalid_token", error_description="claim sub of the token cannot be forwarded`,
 			message:       "claim sub of the token cannot be forwarded in a header…",
 			hintContains:  "issuer",
 		})
-		padded := mint(t, e.iss, devissuer.MintRequest{Audience: []string{"api/users"}, Subject: " alice"})
+		padded := e.Mint(t, devissuer.MintRequest{Audience: []string{"api/users"}, Subject: " alice"})
 		if got := check(t, c, request{host: "h", path: "/", headers: bearerHeaders(padded)}); got.GetDeniedResponse() == nil {
 			t.Errorf("subject with leading white space allowed: %v", got)
 		}
@@ -636,9 +581,7 @@ func TestCheckUnknownReasonFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	resp, err := s.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+	resp, err := s.Check(testkit.Context(t), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
 		Http: &authv3.AttributeContext_HttpRequest{Host: "h", Path: "/", Headers: map[string]string{"authorization": "Bearer x.y.z"}},
 	}}})
 	if err != nil {
@@ -646,6 +589,66 @@ func TestCheckUnknownReasonFailsClosed(t *testing.T) {
 	}
 	if codes.Code(resp.GetStatus().GetCode()) != codes.Unavailable || resp.GetDeniedResponse().GetStatus().GetCode() != 503 {
 		t.Errorf("unknown reason answered %v", resp)
+	}
+	if got := oneHeader(t, resp.GetDeniedResponse().GetHeaders(), "x-usher-reason"); got != "VALIDATION_UNAVAILABLE" {
+		t.Errorf("unknown reason: x-usher-reason %q, want VALIDATION_UNAVAILABLE", got)
+	}
+}
+
+// TestCheckFollowsTheReasonTable answers every Reason of usher.v1 (and
+// reasons no version knows) from a fake engine, over a real gRPC server,
+// and wants the answer the reason table gives, so that ext_authz cannot
+// drift from it: INSUFFICIENT_SCOPE is 403 insufficient_scope with the
+// required scopes, KEYS_UNAVAILABLE 503 under its own name, a reason the
+// table does not know (or UNSPECIFIED) 503 VALIDATION_UNAVAILABLE, every
+// other token reason 401 invalid_token. VALID is the allow path.
+func TestCheckFollowsTheReasonTable(t *testing.T) {
+	all := []int32{-1, 99}
+	for n := range usherv1.Reason_name {
+		all = append(all, n)
+	}
+	slices.Sort(all)
+	required := []string{"users.read", "users.write"}
+	cfg := extauthz.Config{Routes: []extauthz.Route{{Audience: "api/users", RequiredScopes: required}}}
+	const message, hint = "the engine's message", "the engine's hint"
+	for _, n := range all {
+		r := usherv1.Reason(n)
+		t.Run(reasons.Name(r), func(t *testing.T) {
+			c := serve(t, fakeValidator{service.Verdict{Reason: service.Reason(n), Message: message, Hint: hint}}, cfg, nil)
+			req := request{host: "users.example.com", path: "/", headers: bearerHeaders("x.y.z")}
+			resp := check(t, c, req)
+			if r == usherv1.Reason_REASON_VALID {
+				assertOK(t, resp, req.headers, wantOK{set: map[string]string{"x-usher-audience": "api/users"}})
+				return
+			}
+
+			// What the package doc promises, written out, not read from the table.
+			_, known := reasons.Of(r)
+			want := wantDenied{code: codes.Unauthenticated, http: 401, reason: reasons.Name(r), message: message, hintContains: hint}
+			bearerError := reasons.InvalidToken
+			switch {
+			case !known:
+				want.code, want.http, want.reason, bearerError = codes.Unavailable, 503, "VALIDATION_UNAVAILABLE", ""
+				want.message = fmt.Sprintf("usher returned reason %d, which this server does not know", n)
+			case r == usherv1.Reason_REASON_KEYS_UNAVAILABLE:
+				want.code, want.http, want.reason, bearerError = codes.Unavailable, 503, "KEYS_UNAVAILABLE", ""
+			case r == usherv1.Reason_REASON_INSUFFICIENT_SCOPE:
+				want.code, want.http, want.reason, bearerError = codes.PermissionDenied, 403, "INSUFFICIENT_SCOPE", reasons.InsufficientScope
+			}
+			want.challenge = `Bearer realm="api/users"`
+			if bearerError != "" {
+				want.challenge += fmt.Sprintf(`, error=%q, error_description=%q`, bearerError, want.message)
+				if bearerError == reasons.InsufficientScope {
+					want.challenge += `, scope="users.read users.write"`
+				}
+			}
+
+			// The same, from the table.
+			if rule := reasons.Deny(r); rule.Code != want.code || rule.HTTPStatus != want.http || rule.BearerError != bearerError {
+				t.Errorf("the reason table says %v/%d %q, ext_authz's doc says %v/%d %q", rule.Code, rule.HTTPStatus, rule.BearerError, want.code, want.http, bearerError)
+			}
+			assertDenied(t, resp, want)
+		})
 	}
 }
 

@@ -42,6 +42,9 @@ const (
 	// written faithfully into a header (control characters, surrounding
 	// white space, a scope with a space), so it is refused rather than altered.
 	ReasonUnforwardableClaim = "UNFORWARDABLE_CLAIM"
+	// ReasonValidationUnavailable: the engine answered with a reason this
+	// server does not know (503, fail closed).
+	ReasonValidationUnavailable = "VALIDATION_UNAVAILABLE"
 )
 
 // maxDescription caps error_description in WWW-Authenticate.
@@ -63,14 +66,14 @@ type Server struct {
 // here; New keeps its own copy). A nil log discards.
 func New(v Validator, cfg Config, log *slog.Logger) (*Server, error) {
 	if v == nil {
-		return nil, errors.New("usher: ext_authz: nil Validator")
+		return nil, errors.New("ext_authz: nil Validator")
 	}
 	cfg.Routes = slices.Clone(cfg.Routes)
 	for i := range cfg.Routes {
 		cfg.Routes[i].RequiredScopes = slices.Clone(cfg.Routes[i].RequiredScopes)
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("usher: ext_authz config: %w", err)
+		return nil, fmt.Errorf("ext_authz: %w", err)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -247,8 +250,8 @@ func verdictDenial(v *service.Verdict, realm string, required []string) denial {
 	if rule.BearerError == reasons.InsufficientScope {
 		d.scope = strings.Join(required, " ")
 	}
-	if _, known := reasons.Of(r); !known || r == usherv1.Reason_REASON_VALID {
-		d.reason = "VALIDATION_UNAVAILABLE"
+	if _, known := reasons.Of(r); !known {
+		d.reason = ReasonValidationUnavailable
 		d.message = fmt.Sprintf("usher returned reason %d, which this server does not know", int32(v.Reason))
 	}
 	return d

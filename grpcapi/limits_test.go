@@ -5,15 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-dev/usher/grpcapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/usher-dev/usher/service"
 )
 
 func TestLimitInFlight_ShedsInsteadOfQueuing(t *testing.T) {
-	limit := service.LimitInFlight(2)
+	limit := grpcapi.LimitInFlight(2)
 	release := make(chan struct{})
 	entered := make(chan struct{}, 2)
 	slow := func(ctx context.Context, _ any) (any, error) {

@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/usher-dev/usher/grpcapi"
+	"github.com/usher-dev/usher/internal/testkit"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
@@ -15,13 +17,15 @@ import (
 // the engine's cache hit plus the conversion to the response and its
 // encoding, which a server pays on every call.
 func BenchmarkServerValidateToken(b *testing.B) {
-	k := newRSAKey(b, "rsa-1")
-	ti := newTestIssuer(b, k)
-	ctx := testContext(b)
-	v := newValidator(b, ctx, ti.config(0))
-	waitTried(ctx, b, v)
-	srv := service.NewServer(v, slog.New(slog.DiscardHandler))
-	req := &usherv1.ValidateTokenRequest{Token: k.token(b, claims(ti.URL())), ExpectedAudience: "api/users"}
+	k := testkit.RSAKey(b, "rsa-1")
+	ti := testkit.NewIssuer(b, k)
+	ctx := testkit.Context(b)
+	v := testkit.NewValidator(b, ctx, testkit.NewClock(), []service.IssuerConfig{ti.Config()})
+	if err := v.WaitTried(ctx); err != nil {
+		b.Fatal(err)
+	}
+	srv := grpcapi.NewServer(v, slog.New(slog.DiscardHandler))
+	req := &usherv1.ValidateTokenRequest{Token: k.Token(b, testkit.Claims(ti.URL())), ExpectedAudience: "api/users"}
 	b.ReportAllocs()
 	for b.Loop() {
 		resp, err := srv.ValidateToken(context.Background(), req)

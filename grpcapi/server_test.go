@@ -18,6 +18,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/usher-dev/usher/grpcapi"
+	"github.com/usher-dev/usher/internal/testkit"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
@@ -30,7 +32,7 @@ func serve(t *testing.T, ctx context.Context, v *service.Validator) *grpc.Client
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	service.Register(ctx, gs, v, slog.New(slog.DiscardHandler))
+	grpcapi.Register(ctx, gs, v, slog.New(slog.DiscardHandler))
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -42,14 +44,14 @@ func serve(t *testing.T, ctx context.Context, v *service.Validator) *grpc.Client
 }
 
 func TestServer_EndToEnd(t *testing.T) {
-	ctx := testContext(t)
-	k := newECKey(t, "ec-1", elliptic.P256())
-	k2 := newEdKey(t, "ed-1")
-	ti := newTestIssuer(t, k, k2)
-	v := newValidator(t, ctx, ti.config(time.Minute))
+	ctx := testkit.Context(t)
+	k := testkit.ECKey(t, "ec-1", elliptic.P256())
+	k2 := testkit.EdKey(t, "ed-1")
+	ti := testkit.NewIssuer(t, k, k2)
+	v := testkit.NewValidator(t, ctx, testkit.NewClock(), []service.IssuerConfig{ti.Config()})
 	conn := serve(t, ctx, v)
 	health := healthpb.NewHealthClient(conn)
-	poll(ctx, t, "health SERVING", func() bool {
+	testkit.Eventually(ctx, t, "health SERVING", func() bool {
 		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: "usher.v1.TokenService"})
 		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
 	})
@@ -58,7 +60,7 @@ func TestServer_EndToEnd(t *testing.T) {
 	}
 
 	c := usherv1.NewTokenServiceClient(conn)
-	tok := k.token(t, claims(ti.URL(), "extra", map[string]any{"n": 1.5, "list": []any{"a", true}}))
+	tok := k.Token(t, testkit.Claims(ti.URL(), "extra", map[string]any{"n": 1.5, "list": []any{"a", true}}))
 
 	t.Run("ValidateToken valid", func(t *testing.T) {
 		resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: "Bearer " + tok, ExpectedAudience: "api/users", RequiredScopes: []string{"users.read"}})
@@ -72,7 +74,7 @@ func TestServer_EndToEnd(t *testing.T) {
 		if cl.GetIssuer() != ti.URL() || cl.GetSubject() != "user-42" || !slices.Equal(cl.GetAudience(), []string{"api/users"}) ||
 			!slices.Equal(cl.GetScopes(), []string{"users.read", "users.write"}) || cl.GetClientId() != "frontend" || cl.GetKeyId() != "ec-1" ||
 			cl.GetAlgorithm() != "ES256" || cl.GetTokenType() != "JWT" || cl.GetJwtId() != "jti-1" ||
-			!cl.GetExpiresAt().AsTime().Equal(testNow.Add(time.Hour)) || !cl.GetIssuedAt().AsTime().Equal(testNow.Add(-time.Minute)) || cl.GetNotBefore() != nil {
+			!cl.GetExpiresAt().AsTime().Equal(testkit.Now.Add(time.Hour)) || !cl.GetIssuedAt().AsTime().Equal(testkit.Now.Add(-time.Minute)) || cl.GetNotBefore() != nil {
 			t.Fatalf("claims %v", cl)
 		}
 		raw := cl.GetRaw().AsMap()
@@ -82,7 +84,7 @@ func TestServer_EndToEnd(t *testing.T) {
 	})
 
 	t.Run("ValidateToken audience mismatch", func(t *testing.T) {
-		resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: k.token(t, claims(ti.URL(), "exp", testNow.Add(-time.Hour).Unix())), ExpectedAudience: "api/invoices"})
+		resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: k.Token(t, testkit.Claims(ti.URL(), "exp", testkit.Now.Add(-time.Hour).Unix())), ExpectedAudience: "api/invoices"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +116,7 @@ func TestServer_EndToEnd(t *testing.T) {
 		for tok, want := range map[string]usherv1.Reason{
 			"":          usherv1.Reason_REASON_MALFORMED,
 			"a.b.c.d.e": usherv1.Reason_REASON_MALFORMED,
-			k.like(t, "ec-1").token(t, claims(ti.URL())): usherv1.Reason_REASON_INVALID_SIGNATURE,
+			k.Like(t, "ec-1").Token(t, testkit.Claims(ti.URL())): usherv1.Reason_REASON_INVALID_SIGNATURE,
 		} {
 			resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: "api/users"})
 			if err != nil || resp.GetReason() != want || resp.GetValid() || resp.GetClaims() != nil || resp.GetHint() == "" {
@@ -140,7 +142,7 @@ func TestServer_EndToEnd(t *testing.T) {
 			resp.GetHeader().AsMap()["kid"] != "ec-1" || resp.GetClaims().GetSubject() != "user-42" {
 			t.Fatalf("response %v", resp)
 		}
-		resp, err = c.InspectToken(ctx, &usherv1.InspectTokenRequest{Token: k.like(t, "ec-1").token(t, claims(ti.URL()))})
+		resp, err = c.InspectToken(ctx, &usherv1.InspectTokenRequest{Token: k.Like(t, "ec-1").Token(t, testkit.Claims(ti.URL()))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,23 +176,22 @@ func TestServer_EndToEnd(t *testing.T) {
 
 // Health stays NOT_SERVING until every issuer's keys were tried once.
 func TestServer_HealthWaitsForKeys(t *testing.T) {
-	ctx := testContext(t)
-	k := newEdKey(t, "ed-1")
-	ti := newTestIssuer(t, k)
+	ctx := testkit.Context(t)
+	k := testkit.EdKey(t, "ed-1")
 	release := make(chan struct{})
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-release:
-			ti.serve(w, r)
+			w.Write(testkit.JWKS(k))
 		case <-r.Context().Done():
 		}
 	}))
 	t.Cleanup(slow.Close)
-	v := newValidator(t, ctx, service.IssuerConfig{Issuer: slow.URL, JWKSURI: slow.URL + "/jwks.json"})
+	v := testkit.NewValidator(t, ctx, testkit.NewClock(), []service.IssuerConfig{{Issuer: slow.URL, JWKSURI: slow.URL + "/jwks.json"}})
 	conn := serve(t, ctx, v)
 	health := healthpb.NewHealthClient(conn)
 	var resp *healthpb.HealthCheckResponse
-	poll(ctx, t, "a health answer", func() bool {
+	testkit.Eventually(ctx, t, "a health answer", func() bool {
 		var err error
 		resp, err = health.Check(ctx, &healthpb.HealthCheckRequest{Service: "usher.v1.TokenService"})
 		return err == nil
@@ -199,7 +200,7 @@ func TestServer_HealthWaitsForKeys(t *testing.T) {
 		t.Fatalf("health %v before the first key fetch", resp.GetStatus())
 	}
 	close(release)
-	poll(ctx, t, "health SERVING", func() bool {
+	testkit.Eventually(ctx, t, "health SERVING", func() bool {
 		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: "usher.v1.TokenService"})
 		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
 	})

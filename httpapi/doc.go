@@ -26,10 +26,9 @@
 // Connect code of the same name.
 //
 // Why Connect rather than grpc-gateway: grpc-gateway needs HTTP annotations
-// in the .proto, which import google/api/annotations.proto; the contract
-// allows the .proto no imports but the well-known types Timestamp, Duration
-// and Struct, so that every language's stock (and old) code generator still
-// compiles it. Connect needs nothing in the .proto and only one more local,
+// in the .proto, which import google/api/annotations.proto; usher's .proto
+// imports nothing but the well-known types Timestamp, Duration and Struct, so
+// that every language's stock (and old) code generator still compiles it. Connect needs nothing in the .proto and only one more local,
 // pinned protoc plugin (protoc-gen-connect-go, see buf.gen.yaml), whose output
 // is proto/usher/v1/usherv1connect. Its JSON is the standard protobuf JSON
 // mapping: lowerCamelCase field names in responses, enum values by name,
@@ -39,13 +38,18 @@
 // codec would drop them: a misspelt "required_scope" must not silently turn
 // into a call that checks no scope.
 //
-// Handler adapts any usherv1.TokenServiceServer (service.Server) and adds
-// GET /healthz; NewServer wraps it in an http.Server with timeouts that speaks
-// HTTP/1.1 and, in plaintext, HTTP/2 with prior knowledge (h2c), which gRPC
-// and Connect clients use.
+// Handler adapts any usherv1.TokenServiceServer (in usher, a *grpcapi.Server,
+// so that both listeners answer from the same engine) and adds GET /healthz;
+// NewServer wraps it in an http.Server with timeouts that speaks HTTP/1.1 and,
+// in plaintext, HTTP/2 with prior knowledge (h2c), which gRPC and Connect
+// clients use.
 //
-// This package does NOT terminate TLS of its own and authenticates no caller:
-// put the listener behind the same TLS as the gRPC listener (a mesh sidecar or
-// a terminating proxy), or keep it on loopback. Tokens sent over plaintext
-// HTTP on a network are readable by anyone on the path.
+// This package takes no certificates and authenticates no caller: it returns
+// an http.Handler and an http.Server, and TLS is its caller's to add. usher
+// serve serves http_listen with the certificates of its tls section, the
+// same TLS (client certificates included, when client_ca_file is set) as the
+// gRPC listener, and HTTP/2 over it. It refuses a plaintext http_listen off
+// loopback unless insecure_plaintext is set (for a mesh sidecar that
+// encrypts): tokens sent over plaintext HTTP on a network are readable by
+// anyone on the path.
 package httpapi

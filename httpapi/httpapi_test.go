@@ -2,10 +2,17 @@ package httpapi_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,18 +30,23 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/usher-dev/usher/grpcapi"
 	"github.com/usher-dev/usher/httpapi"
+	"github.com/usher-dev/usher/internal/devissuer"
+	"github.com/usher-dev/usher/internal/testkit"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/proto/usher/v1/usherv1connect"
 	"github.com/usher-dev/usher/service"
-	"github.com/usher-dev/usher/internal/devissuer"
 )
 
-// fixture is a real usher engine trusting a real dev issuer on 127.0.0.1,
-// served both by a gRPC server and by httpapi on its own HTTP listener.
+// fixture is testkit's dev-issuer engine (a real engine trusting a real dev
+// issuer on 127.0.0.1, and an issuer whose keys can never be fetched) on a
+// fixed clock, served both by a real gRPC server and by httpapi on its own
+// HTTP listener.
 type fixture struct {
 	ctx      context.Context
 	iss      *devissuer.Issuer
+	down     *devissuer.Issuer
 	v        *service.Validator
 	url      string // http://127.0.0.1:port of the HTTP listener
 	httpAddr string
@@ -43,55 +55,22 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	iss, err := devissuer.New(ctx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &service.Config{
-		Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}},
-		Audiences: []service.AudienceConfig{
-			{Audience: "api/users", Name: "Users API"},
-			{Audience: "api/invoices", Name: "Invoices API"},
-		},
-	}
-	// A fixed clock, a minute after the tokens are minted, so that the
-	// verdicts (e.g. "expired 5m0s ago") do not depend on when each call
-	// runs.
-	now := time.Now().Add(time.Minute).Truncate(time.Second)
-	v, err := service.NewValidator(ctx, cfg, service.WithClock(func() time.Time { return now }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer wcancel()
-	if err := v.WaitTried(wctx); err != nil {
-		t.Fatal(err)
-	}
-
-	glis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	service.Register(ctx, gs, v, nil)
-	go func() { _ = gs.Serve(glis) }()
-	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(glis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-
-	addr := serveHTTP(t, httpapi.Handler(service.NewServer(v, nil)))
+	// A fixed clock, a minute after the tokens are minted (the dev issuer
+	// reads the wall clock), so that the verdicts (e.g. "expired 5m0s ago")
+	// do not depend on when each call runs.
+	clock := testkit.NewClock()
+	clock.Set(time.Now().Add(time.Minute).Truncate(time.Second))
+	e := testkit.NewDevEngine(t, service.WithClock(clock.Now))
+	_, gaddr := e.Serve(t)
+	addr := serveHTTP(t, httpapi.Handler(grpcapi.NewServer(e.Validator, nil)))
 	return &fixture{
-		ctx:      ctx,
-		iss:      iss,
-		v:        v,
+		ctx:      testkit.Context(t),
+		iss:      e.Issuer,
+		down:     e.Down,
+		v:        e.Validator,
 		url:      "http://" + addr,
 		httpAddr: addr,
-		grpc:     usherv1.NewTokenServiceClient(conn),
+		grpc:     usherv1.NewTokenServiceClient(testkit.Dial(t, gaddr)),
 	}
 }
 
@@ -121,11 +100,7 @@ func serveHTTP(t *testing.T, h http.Handler) string {
 
 func (f *fixture) mint(t *testing.T, r devissuer.MintRequest) string {
 	t.Helper()
-	tok, err := f.iss.Mint(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return testkit.Mint(t, f.iss, r)
 }
 
 var httpClient = &http.Client{Timeout: 10 * time.Second}
@@ -353,12 +328,18 @@ func TestListIssuers_JSON(t *testing.T) {
 		t.Fatalf("HTTP %d: %s", code, b)
 	}
 	iss := decode(t, b)["issuers"].([]any)
-	if len(iss) != 1 {
-		t.Fatalf("issuers %v", iss)
+	if len(iss) != 2 {
+		t.Fatalf("issuers %v, want the dev issuer and the one whose keys are down", iss)
 	}
-	st := iss[0].(map[string]any)
-	if st["issuer"] != f.iss.URL() || st["jwksUri"] != f.iss.JWKSURL() {
-		t.Errorf("issuer %v", st)
+	byIssuer := map[string]map[string]any{}
+	for _, x := range iss {
+		st := x.(map[string]any)
+		byIssuer[st["issuer"].(string)] = st
+	}
+
+	st := byIssuer[f.iss.URL()]
+	if st == nil || st["jwksUri"] != f.iss.JWKSURL() {
+		t.Fatalf("dev issuer %v in %v", st, iss)
 	}
 	if kids := strs(st["keyIds"]); !slices.Contains(kids, devissuer.KeyRS256) || !slices.Contains(kids, devissuer.KeyES256) {
 		t.Errorf("keyIds %v", kids)
@@ -368,6 +349,17 @@ func TestListIssuers_JSON(t *testing.T) {
 	}
 	if e, ok := st["lastError"]; ok {
 		t.Errorf("lastError %v", e)
+	}
+
+	down := byIssuer[f.down.URL()]
+	if down == nil {
+		t.Fatalf("the issuer whose keys are down is not listed: %v", iss)
+	}
+	if e, _ := down["lastError"].(string); e == "" {
+		t.Errorf("down issuer: no lastError: %v", down)
+	}
+	if _, ok := down["keyIds"]; ok {
+		t.Errorf("down issuer: keyIds %v", down["keyIds"])
 	}
 }
 
@@ -396,7 +388,7 @@ func TestRequestSizeLimits(t *testing.T) {
 	}
 
 	// connect.WithReadMaxBytes given to Handler wins over the default.
-	addr := serveHTTP(t, httpapi.Handler(service.NewServer(f.v, nil), connect.WithReadMaxBytes(4*httpapi.MaxRequestBytes)))
+	addr := serveHTTP(t, httpapi.Handler(grpcapi.NewServer(f.v, nil), connect.WithReadMaxBytes(4*httpapi.MaxRequestBytes)))
 	code, _, b = curl(t, "http://"+addr+"/usher.v1.TokenService/ValidateToken", body(2*httpapi.MaxRequestBytes))
 	if code != http.StatusOK || decode(t, b)["reason"] != "REASON_MALFORMED" {
 		t.Fatalf("raised limit: HTTP %d: %s", code, b)
@@ -425,7 +417,7 @@ func TestBodyIsNeverReadPastMaxBodyBytes(t *testing.T) {
 	f := newFixture(t)
 	for _, limit := range []int{0, httpapi.MaxRequestBytes, 64 << 20} {
 		t.Run(fmt.Sprint("read max ", limit), func(t *testing.T) {
-			h := httpapi.Handler(service.NewServer(f.v, nil), connect.WithReadMaxBytes(limit))
+			h := httpapi.Handler(grpcapi.NewServer(f.v, nil), connect.WithReadMaxBytes(limit))
 			body := &countingReader{n: 32 << 20}
 			req := httptest.NewRequest(http.MethodPost, "/usher.v1.TokenService/ValidateToken", io.MultiReader(strings.NewReader(`{"token":"`), body))
 			req.Header.Set("Content-Type", "application/json")
@@ -603,7 +595,7 @@ func TestOtherProtocols(t *testing.T) {
 				t.Errorf("empty audience: %v", err)
 			}
 			is, err := c.ListIssuers(ctx, connect.NewRequest(&usherv1.ListIssuersRequest{}))
-			if err != nil || len(is.Msg.GetIssuers()) != 1 {
+			if err != nil || len(is.Msg.GetIssuers()) != 2 {
 				t.Errorf("ListIssuers: %v, %v", is, err)
 			}
 		})
@@ -732,4 +724,88 @@ func TestNewServer(t *testing.T) {
 	if p := srv.Protocols; p == nil || !p.HTTP1() || !p.UnencryptedHTTP2() {
 		t.Errorf("Protocols %v, want HTTP/1.1 and h2c", p)
 	}
+}
+
+// TestNewServerOverTLS serves NewServer as usher serve does when tls is
+// configured (the listener wrapped by tls.NewListener, the certificate
+// picked per connection by GetConfigForClient): HTTP/2 is negotiated by
+// ALPN, and HTTP/1.1 still works.
+func TestNewServerOverTLS(t *testing.T) {
+	cert, pool := selfSigned(t)
+	conf := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}, nil
+		},
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpapi.NewServer(lis.Addr().String(), httpapi.Handler(&stub{}))
+	srv.TLSConfig = conf
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(tls.NewListener(lis, conf)) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("serve: %v", err)
+		}
+	})
+
+	for _, want := range []int{2, 1} {
+		t.Run(fmt.Sprint("HTTP/", want), func(t *testing.T) {
+			var p http.Protocols
+			p.SetHTTP1(want == 1)
+			p.SetHTTP2(want == 2)
+			tr := &http.Transport{Protocols: &p, TLSClientConfig: &tls.Config{RootCAs: pool}}
+			t.Cleanup(tr.CloseIdleConnections)
+			c := &http.Client{Timeout: 10 * time.Second, Transport: tr}
+			resp, err := c.Get("https://" + lis.Addr().String() + "/healthz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != "ok" {
+				t.Fatalf("HTTP %d %q", resp.StatusCode, b)
+			}
+			if resp.ProtoMajor != want {
+				t.Errorf("served over %s, want HTTP/%d", resp.Proto, want)
+			}
+		})
+	}
+}
+
+// selfSigned is a certificate for 127.0.0.1 and a pool that trusts it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }

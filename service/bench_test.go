@@ -14,12 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-dev/usher/internal/testkit"
 	"github.com/usher-dev/usher/service"
 )
 
 // benchKeys are the keys of the benchmarks: one per algorithm family.
-func benchKeys(b *testing.B) []*testKey {
-	return []*testKey{newRSAKey(b, "rsa"), newECKey(b, "ec", elliptic.P256()), newEdKey(b, "ed")}
+func benchKeys(b *testing.B) []*testkit.Key {
+	return []*testkit.Key{testkit.RSAKey(b, "rsa"), testkit.ECKey(b, "ec", elliptic.P256()), testkit.EdKey(b, "ed")}
 }
 
 // BenchmarkValidateToken is the engine in process for one valid token:
@@ -28,24 +29,24 @@ func benchKeys(b *testing.B) []*testKey {
 // (time, audience and scope checks still run).
 func BenchmarkValidateToken(b *testing.B) {
 	keys := benchKeys(b)
-	ti := newTestIssuer(b, keys...)
-	ctx := testContext(b)
+	ti := testkit.NewIssuer(b, keys...)
+	ctx := testkit.Context(b)
 	for _, mode := range []struct {
 		name    string
 		entries int
 	}{{"uncached", -1}, {"hit", 0}} {
-		cfg := &service.Config{Issuers: []service.IssuerConfig{ti.config(0)}, Audiences: slices.Clone(testAudiences), CacheMaxEntries: mode.entries}
-		v, err := service.NewValidator(ctx, cfg, service.WithClock(func() time.Time { return testNow }), service.WithLogger(slog.New(slog.DiscardHandler)))
+		cfg := &service.Config{Issuers: []service.IssuerConfig{issuerConfig(ti, 0)}, Audiences: slices.Clone(testkit.Audiences), CacheMaxEntries: mode.entries}
+		v, err := service.NewValidator(ctx, cfg, service.WithClock(func() time.Time { return testkit.Now }), service.WithLogger(slog.New(slog.DiscardHandler)))
 		if err != nil {
 			b.Fatal(err)
 		}
 		waitTried(ctx, b, v)
 		for _, k := range keys {
-			tok := k.token(b, claims(ti.URL()))
+			tok := k.Token(b, testkit.Claims(ti.URL()))
 			if got := v.Validate(ctx, tok, "api/users", nil); got.Reason != service.ReasonValid {
-				b.Fatalf("%s: %v %s", k.alg, got.Reason, got.Message)
+				b.Fatalf("%s: %v %s", k.Alg, got.Reason, got.Message)
 			}
-			b.Run(k.alg+"/"+mode.name, func(b *testing.B) {
+			b.Run(k.Alg+"/"+mode.name, func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					v.Validate(ctx, tok, "api/users", nil)
@@ -59,14 +60,14 @@ func BenchmarkValidateToken(b *testing.B) {
 // the cost below which no validator can go.
 func BenchmarkFloor(b *testing.B) {
 	for _, k := range benchKeys(b) {
-		tok := k.token(b, claims("https://issuer.example"))
+		tok := k.Token(b, testkit.Claims("https://issuer.example"))
 		i := strings.LastIndexByte(tok, '.')
 		input, sig := []byte(tok[:i]), mustDecode(b, tok[i+1:])
-		b.Run(k.alg, func(b *testing.B) {
+		b.Run(k.Alg, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				ok := false
-				switch p := k.priv.Public().(type) {
+				switch p := k.Priv.Public().(type) {
 				case *rsa.PublicKey:
 					h := sha256.Sum256(input)
 					ok = rsa.VerifyPKCS1v15(p, crypto.SHA256, h[:], sig) == nil
@@ -88,17 +89,68 @@ func BenchmarkFloor(b *testing.B) {
 // BenchmarkInspectToken decodes and verifies a token and matches it against
 // the audiences registry.
 func BenchmarkInspectToken(b *testing.B) {
-	k := newRSAKey(b, "rsa")
-	ti := newTestIssuer(b, k)
-	ctx := testContext(b)
-	v := newValidator(b, ctx, ti.config(0))
+	k := testkit.RSAKey(b, "rsa")
+	ti := testkit.NewIssuer(b, k)
+	ctx := testkit.Context(b)
+	v := newValidator(b, ctx, issuerConfig(ti, 0))
 	waitTried(ctx, b, v)
-	tok := k.token(b, claims(ti.URL()))
+	tok := k.Token(b, testkit.Claims(ti.URL()))
 	if in := v.Inspect(ctx, tok); in.Signature != service.ReasonValid {
 		b.Fatal(in.Message)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
 		v.Inspect(ctx, tok)
+	}
+}
+
+// BenchmarkHostile is the cost of refusing the bombs of
+// TestHostile_SizeAndDepth: a 1 MiB token at the default max_token_bytes
+// (refused by its length), and at the largest max_token_bytes the config
+// allows a million dots (refused by the segment count), JSON nested 20,000
+// deep and an aud of 200,000 entries (refused by the parser's depth and
+// value-count limits). Compare with BenchmarkFloor, the cost of one
+// signature verification.
+func BenchmarkHostile(b *testing.B) {
+	ctx := testkit.Context(b)
+	k := testkit.EdKey(b, "ed")
+	const iss = "https://bench.usher.test"
+	validator := func(maxTokenBytes int) *service.Validator {
+		cfg := &service.Config{MaxTokenBytes: maxTokenBytes, Issuers: []service.IssuerConfig{{Issuer: iss, JWKSFile: testkit.WriteJWKS(b, k)}}}
+		v, err := service.NewValidator(ctx, cfg, service.WithClock(func() time.Time { return testkit.Now }), service.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		waitTried(ctx, b, v)
+		return v
+	}
+	byDefault, at1MiB := validator(0), validator(1<<20)
+	ed := func(payload string) string {
+		return testkit.Sign(b, map[string]any{"alg": "EdDSA", "kid": "ed"}, []byte(payload), "EdDSA", k.Priv)
+	}
+	claims := strings.TrimSuffix(mustJSON(b, testkit.Claims(iss)), "}")
+	for _, c := range []struct {
+		name  string
+		v     *service.Validator
+		token string
+	}{
+		{"1 MiB token", byDefault, testkit.Segment(b, map[string]any{"alg": "EdDSA"}) + "." + strings.Repeat("A", 1<<20) + ".AAAA"},
+		{"a million dots, 1 MiB limit", at1MiB, strings.Repeat(".", 1_000_000)},
+		{"20,000-deep JSON, 1 MiB limit", at1MiB, ed(claims + `,"x":` + strings.Repeat("[", 20_000) + strings.Repeat("]", 20_000) + `}`)},
+		{"200,000-entry aud, 1 MiB limit", at1MiB, k.Token(b, testkit.Claims(iss, "aud", make([]string, 200_000)))},
+	} {
+		if len(c.token) > 1<<20 && c.v == at1MiB {
+			b.Fatalf("%s: %d bytes, over the limit it is meant to be parsed under", c.name, len(c.token))
+		}
+		if got := c.v.Validate(ctx, c.token, "api/users", nil); got.Reason != service.ReasonMalformed {
+			b.Fatalf("%s: %v %s", c.name, got.Reason, got.Message)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(c.token)))
+			for b.Loop() {
+				c.v.Validate(ctx, c.token, "api/users", nil)
+			}
+		})
 	}
 }

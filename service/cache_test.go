@@ -8,19 +8,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-dev/usher/internal/testkit"
 	"github.com/usher-dev/usher/service"
 )
 
 // cachedValidator is a validator with the verified-token cache on and a
 // clock the test moves.
-func cachedValidator(t *testing.T, ti *testIssuer, entries int, maxBytes int64) (*service.Validator, func(time.Duration)) {
+func cachedValidator(t *testing.T, ti *testkit.Issuer, entries int, maxBytes int64) (*service.Validator, func(time.Duration)) {
 	t.Helper()
-	ctx := testContext(t)
+	ctx := testkit.Context(t)
 	var mu sync.Mutex
-	now := testNow
+	now := testkit.Now
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	cfg := &service.Config{Issuers: []service.IssuerConfig{ti.config(10 * time.Millisecond)}, Audiences: slices.Clone(testAudiences),
+	cfg := &service.Config{Issuers: []service.IssuerConfig{issuerConfig(ti, 10*time.Millisecond)}, Audiences: slices.Clone(testkit.Audiences),
 		CacheMaxEntries: entries, CacheMaxBytes: maxBytes}
 	v, err := service.NewValidator(ctx, cfg, service.WithClock(clock), service.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -31,11 +32,11 @@ func cachedValidator(t *testing.T, ti *testIssuer, entries int, maxBytes int64) 
 }
 
 func TestCache_HitsStayExact(t *testing.T) {
-	ctx := testContext(t)
-	k := newRSAKey(t, "rsa-1")
-	ti := newTestIssuer(t, k)
+	ctx := testkit.Context(t)
+	k := testkit.RSAKey(t, "rsa-1")
+	ti := testkit.NewIssuer(t, k)
 	v, advance := cachedValidator(t, ti, 100, 1<<20)
-	tok := k.token(t, claims(ti.URL(), "exp", testNow.Add(time.Minute).Unix()))
+	tok := k.Token(t, testkit.Claims(ti.URL(), "exp", testkit.Now.Add(time.Minute).Unix()))
 
 	checkVerdict(t, v.Validate(ctx, tok, "api/users", nil), service.ReasonValid)
 	checkVerdict(t, v.Validate(ctx, tok, "api/users", nil), service.ReasonValid)
@@ -54,33 +55,33 @@ func TestCache_HitsStayExact(t *testing.T) {
 }
 
 func TestCache_DropsEntriesWhoseKeyLeft(t *testing.T) {
-	ctx := testContext(t)
-	old, rotated := newRSAKey(t, "rsa-1"), newRSAKey(t, "rsa-2")
-	ti := newTestIssuer(t, old)
+	ctx := testkit.Context(t)
+	old, rotated := testkit.RSAKey(t, "rsa-1"), testkit.RSAKey(t, "rsa-2")
+	ti := testkit.NewIssuer(t, old)
 	v, _ := cachedValidator(t, ti, 100, 1<<20)
-	tok := old.token(t, claims(ti.URL()))
+	tok := old.Token(t, testkit.Claims(ti.URL()))
 	checkVerdict(t, v.Validate(ctx, tok, "api/users", nil), service.ReasonValid)
 	checkVerdict(t, v.Validate(ctx, tok, "api/users", nil), service.ReasonValid) // a hit
 
-	ti.publish(rotated) // rsa-1 withdrawn
-	checkVerdict(t, v.Validate(ctx, rotated.token(t, claims(ti.URL())), "api/users", nil), service.ReasonValid)
+	ti.Publish(rotated) // rsa-1 withdrawn
+	checkVerdict(t, v.Validate(ctx, rotated.Token(t, testkit.Claims(ti.URL())), "api/users", nil), service.ReasonValid)
 	checkVerdict(t, v.Validate(ctx, tok, "api/users", nil), service.ReasonUnknownKey)
 }
 
 func TestCache_Bounded(t *testing.T) {
-	ctx := testContext(t)
-	k := newEdKey(t, "ed-1")
-	ti := newTestIssuer(t, k)
+	ctx := testkit.Context(t)
+	k := testkit.EdKey(t, "ed-1")
+	ti := testkit.NewIssuer(t, k)
 	v, _ := cachedValidator(t, ti, 3, 1<<20)
 	for i := range 5 {
-		checkVerdict(t, v.Validate(ctx, k.token(t, claims(ti.URL(), "jti", fmt.Sprint(i))), "api/users", nil), service.ReasonValid)
+		checkVerdict(t, v.Validate(ctx, k.Token(t, testkit.Claims(ti.URL(), "jti", fmt.Sprint(i))), "api/users", nil), service.ReasonValid)
 	}
 	if st := v.CacheStats(); st.Entries != 3 || st.Evictions != 2 {
 		t.Errorf("3-entry cache after 5 tokens: %+v", st)
 	}
 	v, _ = cachedValidator(t, ti, 1000, 1<<20)
 	for i := range 2000 {
-		v.Validate(ctx, k.token(t, claims(ti.URL(), "jti", fmt.Sprint(i))), "api/users", nil)
+		v.Validate(ctx, k.Token(t, testkit.Claims(ti.URL(), "jti", fmt.Sprint(i))), "api/users", nil)
 	}
 	if st := v.CacheStats(); st.Bytes > 1<<20 || st.Entries == 0 || st.Evictions == 0 {
 		t.Errorf("1 MiB cache after 2000 tokens: %+v", st)

@@ -1,19 +1,29 @@
-// Package service is usher's validation engine and its gRPC adapter.
+// Package service is usher's validation engine: token in, verdict out.
 //
 // The engine takes a token and the audience of the calling API and returns a
-// Verdict: valid, or the first failed check in the contract's order
-// (MALFORMED, UNSUPPORTED_ALGORITHM, UNTRUSTED_ISSUER, UNKNOWN_KEY or
-// KEYS_UNAVAILABLE, INVALID_SIGNATURE, then on a verified token
+// Verdict: valid, or the first failed check in this order: MALFORMED,
+// UNSUPPORTED_ALGORITHM, UNTRUSTED_ISSUER, UNKNOWN_KEY or KEYS_UNAVAILABLE,
+// INVALID_SIGNATURE, then, on a token whose signature verified,
 // WRONG_TOKEN_TYPE, EXPIRED, NOT_YET_VALID, MISSING_CLAIM, AUDIENCE_MISMATCH,
-// INSUFFICIENT_SCOPE), with expected and actual values and a hint that names
-// the fix. A bad token is a Verdict, never an error.
+// INSUFFICIENT_SCOPE. A verdict carries expected and actual values, every
+// failed check after the signature, and a hint that names the fix. A bad
+// token is a Verdict, never an error; errors are for broken configuration.
 //
-//	cfg, err := service.LoadConfig("usher.yaml")
+//	cfg := &service.Config{
+//		Issuers:   []service.IssuerConfig{{Issuer: "https://auth.example.com/", Discovery: true}},
+//		Audiences: []service.KnownAudience{{Audience: "api/invoices", Name: "Invoices API"}},
+//	}
 //	v, err := service.NewValidator(ctx, cfg, service.WithLogger(log))
 //	verdict := v.Validate(ctx, token, "api/invoices", []string{"invoices.read"})
 //	if !verdict.Valid() {
 //		log.Info("rejected", "reason", verdict.Reason, "hint", verdict.Hint)
 //	}
+//
+// The engine knows no transport and no file format: Config is plain Go
+// (usher's YAML file is read by the binary), metrics go to an Observer, and
+// adapters (the gRPC API, HTTP/JSON, Envoy ext_authz) convert its types to
+// theirs. One clock (WithClock) drives exp, nbf and iat, the verified-token
+// cache, key set staleness, refetch cooldowns and Retry-After.
 //
 // Tokens are parsed strictly before any key is used: compact form only,
 // canonical base64url, JSON objects without duplicate keys, registered claims

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-dev/usher/internal/testkit"
 	"github.com/usher-dev/usher/service"
 )
 
@@ -22,20 +23,20 @@ const fuzzIssuer = "https://fuzz.usher.test"
 func fuzzFixture(t testing.TB) (*service.Validator, string) {
 	t.Helper()
 	seed := sha256.Sum256([]byte("usher FuzzValidate key"))
-	k := &testKey{kid: "fuzz-1", alg: "EdDSA", priv: ed25519.NewKeyFromSeed(seed[:])}
+	k := &testkit.Key{KID: "fuzz-1", Alg: "EdDSA", Priv: ed25519.NewKeyFromSeed(seed[:])}
 	cfg := &service.Config{
-		Issuers:   []service.IssuerConfig{{Issuer: fuzzIssuer, JWKSFile: writeJWKS(t, k)}},
-		Audiences: testAudiences,
+		Issuers:   []service.IssuerConfig{{Issuer: fuzzIssuer, JWKSFile: testkit.WriteJWKS(t, k)}},
+		Audiences: testkit.Audiences,
 	}
-	v, err := service.NewValidator(t.Context(), cfg, service.WithClock(func() time.Time { return testNow }))
+	v, err := service.NewValidator(t.Context(), cfg, service.WithClock(func() time.Time { return testkit.Now }))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v, k.token(t, claims(fuzzIssuer))
+	return v, k.Token(t, testkit.Claims(fuzzIssuer))
 }
 
 // bare is the token inside a request value: surrounding white space and a
-// "Bearer " prefix (any case) removed, as the contract says.
+// "Bearer " prefix (any case) removed, as ValidateTokenRequest.token documents.
 func bare(s string) string {
 	s = strings.TrimSpace(s)
 	if len(s) > 7 && strings.EqualFold(s[:7], "bearer ") {
@@ -52,8 +53,8 @@ func FuzzValidate(f *testing.F) {
 	f.Add(p[0] + "." + p[1] + "." + p[2][:len(p[2])-2] + "AA")
 	f.Add(p[0] + "." + p[1] + ".")
 	f.Add(p[0] + "." + p[1])
-	f.Add(segment(f, map[string]any{"alg": "none"}) + "." + p[1] + ".")
-	f.Add(segment(f, map[string]any{"alg": "RSA-OAEP", "enc": "A256GCM"}) + ".YQ.YQ.YQ.YQ")
+	f.Add(testkit.Segment(f, map[string]any{"alg": "none"}) + "." + p[1] + ".")
+	f.Add(testkit.Segment(f, map[string]any{"alg": "RSA-OAEP", "enc": "A256GCM"}) + ".YQ.YQ.YQ.YQ")
 	f.Add(`{"payload":"` + p[1] + `","signatures":[]}`)
 	f.Add("")
 
@@ -101,5 +102,5 @@ func TestFuzzCorpusValidSeed(t *testing.T) {
 	if seed != valid {
 		t.Fatalf("corpus seed %q is not the fixture's valid token %q", seed, valid)
 	}
-	checkVerdict(t, v.Validate(testContext(t), seed, "api/users", nil), service.ReasonValid)
+	checkVerdict(t, v.Validate(testkit.Context(t), seed, "api/users", nil), service.ReasonValid)
 }

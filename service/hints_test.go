@@ -6,21 +6,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-dev/usher/internal/testkit"
 	"github.com/usher-dev/usher/service"
 )
 
 func TestHints(t *testing.T) {
-	ctx := testContext(t)
-	k := newEdKey(t, "ed-1")
-	ti := newTestIssuer(t, k)
-	slow := ti.config(time.Minute)
-	slow.Issuer, slow.Leeway = "https://slow.usher.test", service.Duration(45*time.Second)
-	down := closedURL(t)
-	typed := ti.config(time.Minute)
+	ctx := testkit.Context(t)
+	k := testkit.EdKey(t, "ed-1")
+	ti := testkit.NewIssuer(t, k)
+	slow := issuerConfig(ti, time.Minute)
+	slow.Issuer, slow.Leeway = "https://slow.usher.test", 45*time.Second
+	down := testkit.ClosedURL(t)
+	typed := issuerConfig(ti, time.Minute)
 	typed.Issuer, typed.TokenType = "https://typed.usher.test", "at+jwt"
-	prodKey := newEdKey(t, "prod-1")
-	prod := newTestIssuer(t, prodKey)
-	v := newValidator(t, ctx, ti.config(time.Minute), slow, service.IssuerConfig{Issuer: down, JWKSURI: down + "/keys.json"}, typed, prod.config(time.Minute))
+	prodKey := testkit.EdKey(t, "prod-1")
+	prod := testkit.NewIssuer(t, prodKey)
+	v := newValidator(t, ctx, issuerConfig(ti, time.Minute), slow, service.IssuerConfig{Issuer: down, JWKSURI: down + "/keys.json"}, typed, issuerConfig(prod, time.Minute))
 	waitTried(ctx, t, v)
 	iss := ti.URL()
 
@@ -35,143 +36,143 @@ func TestHints(t *testing.T) {
 		contains []string // in the hint
 	}{
 		{
-			name: "Users API token at the Invoices API", token: k.token(t, claims(iss)), audience: "api/invoices", want: service.ReasonAudienceMismatch,
+			name: "Users API token at the Invoices API", token: k.Token(t, testkit.Claims(iss)), audience: "api/invoices", want: service.ReasonAudienceMismatch,
 			message: "token audience [api/users] does not include api/invoices",
 			hint:    `this token was issued for Users API (api/users); ask the issuer for a token with audience api/invoices (OAuth 2.0 "audience" or RFC 8707 "resource" parameter)`,
 		},
 		{
-			name: "two registered audiences", token: k.token(t, claims(iss, "aud", []string{"api/users", "api/invoices"})), audience: "api/orders", want: service.ReasonAudienceMismatch,
+			name: "two registered audiences", token: k.Token(t, testkit.Claims(iss, "aud", []string{"api/users", "api/invoices"})), audience: "api/orders", want: service.ReasonAudienceMismatch,
 			message:  "token audience [api/users api/invoices] does not include api/orders",
 			contains: []string{"Users API (api/users)", "Invoices API (api/invoices)", "audience api/orders"},
 		},
 		{
-			name: "unregistered audience", token: k.token(t, claims(iss, "aud", "api/other")), audience: "api/invoices", want: service.ReasonAudienceMismatch,
+			name: "unregistered audience", token: k.Token(t, testkit.Claims(iss, "aud", "api/other")), audience: "api/invoices", want: service.ReasonAudienceMismatch,
 			contains: []string{"audience api/invoices"},
 		},
 		{
-			name: "no audience", token: k.token(t, claims(iss, "aud", absent)), audience: "api/invoices", want: service.ReasonAudienceMismatch,
+			name: "no audience", token: k.Token(t, testkit.Claims(iss, "aud", testkit.Absent)), audience: "api/invoices", want: service.ReasonAudienceMismatch,
 			contains: []string{"names no API", "api/invoices"},
 		},
 		{
-			name: "aud with a trailing slash", token: k.token(t, claims(iss, "aud", "api/users/")), want: service.ReasonAudienceMismatch,
+			name: "aud with a trailing slash", token: k.Token(t, testkit.Claims(iss, "aud", "api/users/")), want: service.ReasonAudienceMismatch,
 			contains: []string{"trailing slash", `"api/users/"`, `"api/users"`},
 		},
 		{
-			name: "aud in another case", token: k.token(t, claims(iss, "aud", "API/Users")), want: service.ReasonAudienceMismatch,
+			name: "aud in another case", token: k.Token(t, testkit.Claims(iss, "aud", "API/Users")), want: service.ReasonAudienceMismatch,
 			contains: []string{"letter case", `"API/Users"`},
 		},
 		{
-			name: "aud with white space", token: k.token(t, claims(iss, "aud", " api/users")), want: service.ReasonAudienceMismatch,
+			name: "aud with white space", token: k.Token(t, testkit.Claims(iss, "aud", " api/users")), want: service.ReasonAudienceMismatch,
 			contains: []string{"white space"},
 		},
 		{
-			name: "aud URL with another scheme", token: k.token(t, claims(iss, "aud", "http://api.example.com/users")), audience: "https://api.example.com/users", want: service.ReasonAudienceMismatch,
+			name: "aud URL with another scheme", token: k.Token(t, testkit.Claims(iss, "aud", "http://api.example.com/users")), audience: "https://api.example.com/users", want: service.ReasonAudienceMismatch,
 			contains: []string{"scheme"},
 		},
 		{
-			name: "iss with a trailing slash", token: k.token(t, claims(iss+"/")), want: service.ReasonUntrustedIssuer,
+			name: "iss with a trailing slash", token: k.Token(t, testkit.Claims(iss+"/")), want: service.ReasonUntrustedIssuer,
 			contains: []string{"trailing slash", `"` + iss + `/"`, `"` + iss + `"`},
 		},
 		{
-			name: "iss in another case", token: k.token(t, claims(strings.ToUpper(iss))), want: service.ReasonUntrustedIssuer,
+			name: "iss in another case", token: k.Token(t, testkit.Claims(strings.ToUpper(iss))), want: service.ReasonUntrustedIssuer,
 			contains: []string{"letter case"},
 		},
 		{
-			name: "iss over https", token: k.token(t, claims("https"+strings.TrimPrefix(iss, "http"))), want: service.ReasonUntrustedIssuer,
+			name: "iss over https", token: k.Token(t, testkit.Claims("https"+strings.TrimPrefix(iss, "http"))), want: service.ReasonUntrustedIssuer,
 			contains: []string{"scheme (https vs http)"},
 		},
 		{
-			name: "iss unknown", token: k.token(t, claims("https://evil.example")), want: service.ReasonUntrustedIssuer,
+			name: "iss unknown", token: k.Token(t, testkit.Claims("https://evil.example")), want: service.ReasonUntrustedIssuer,
 			contains: []string{`"https://evil.example"`, iss},
 		},
 		{
-			name: "expired 90s ago", token: k.token(t, claims(iss, "exp", testNow.Add(-90*time.Second).Unix())), want: service.ReasonExpired,
-			message:  "token expired 1m30s ago (exp " + testNow.Add(-90*time.Second).Format(time.RFC3339) + ", leeway 30s)",
+			name: "expired 90s ago", token: k.Token(t, testkit.Claims(iss, "exp", testkit.Now.Add(-90*time.Second).Unix())), want: service.ReasonExpired,
+			message:  "token expired 1m30s ago (exp " + testkit.Now.Add(-90*time.Second).Format(time.RFC3339) + ", leeway 30s)",
 			contains: []string{"1m30s ago", "leeway of 30s"},
 		},
 		{
-			name: "expired with a configured leeway", token: k.token(t, claims(slow.Issuer, "exp", testNow.Add(-2*time.Hour).Unix())), want: service.ReasonExpired,
+			name: "expired with a configured leeway", token: k.Token(t, testkit.Claims(slow.Issuer, "exp", testkit.Now.Add(-2*time.Hour).Unix())), want: service.ReasonExpired,
 			contains: []string{"2h0m0s ago", "leeway of 45s"},
 		},
 		{
-			name: "issued in the future", token: k.token(t, claims(iss, "iat", testNow.Add(10*time.Minute).Unix())), want: service.ReasonNotYetValid,
+			name: "issued in the future", token: k.Token(t, testkit.Claims(iss, "iat", testkit.Now.Add(10*time.Minute).Unix())), want: service.ReasonNotYetValid,
 			contains: []string{"iat", "10m0s", "clock"},
 		},
 		{
-			name: "unknown kid", token: sign(t, map[string]any{"alg": "EdDSA", "kid": "2019-old"}, claims(iss), "EdDSA", k.priv), want: service.ReasonUnknownKey,
+			name: "unknown kid", token: testkit.Sign(t, map[string]any{"alg": "EdDSA", "kid": "2019-old"}, testkit.Claims(iss), "EdDSA", k.Priv), want: service.ReasonUnknownKey,
 			contains: []string{"ed-1", "fetched"},
 		},
 		{
-			name: "ID token", token: k.token(t, claims(iss, "aud", "spa-client", "azp", "spa-client", "nonce", "abc", "scope", absent)), want: service.ReasonAudienceMismatch,
+			name: "ID token", token: k.Token(t, testkit.Claims(iss, "aud", "spa-client", "azp", "spa-client", "nonce", "abc", "scope", testkit.Absent)), want: service.ReasonAudienceMismatch,
 			contains: []string{"ID token", "access token", "audience api/users"},
 		},
 		{
-			name: "missing scope", token: k.token(t, claims(iss, "scope", "users.read")), scopes: []string{"users.read", "users.delete"}, want: service.ReasonInsufficientScope,
+			name: "missing scope", token: k.Token(t, testkit.Claims(iss, "scope", "users.read")), scopes: []string{"users.read", "users.delete"}, want: service.ReasonInsufficientScope,
 			message:  "token lacks scope users.delete (granted: users.read)",
 			contains: []string{`scope "users.delete"`},
 		},
 		{
-			name: "missing exp", token: k.token(t, claims(iss, "exp", absent)), want: service.ReasonMissingClaim,
+			name: "missing exp", token: k.Token(t, testkit.Claims(iss, "exp", testkit.Absent)), want: service.ReasonMissingClaim,
 			contains: []string{"required_claims", "exp"},
 		},
 		{
-			name: "HS256", token: sign(t, map[string]any{"alg": "HS256"}, claims(iss), "HS256", []byte("secret")), want: service.ReasonUnsupportedAlgorithm,
+			name: "HS256", token: testkit.Sign(t, map[string]any{"alg": "HS256"}, testkit.Claims(iss), "HS256", []byte("secret")), want: service.ReasonUnsupportedAlgorithm,
 			contains: []string{"key-confusion", "EdDSA"},
 		},
 		{
-			name: "JWE", token: segment(t, map[string]any{"alg": "dir", "enc": "A128GCM"}) + "..YQ.YQ.YQ", want: service.ReasonMalformed,
+			name: "JWE", token: testkit.Segment(t, map[string]any{"alg": "dir", "enc": "A128GCM"}) + "..YQ.YQ.YQ", want: service.ReasonMalformed,
 			contains: []string{"encrypted"},
 		},
 		{
-			name: "keys unavailable", token: k.token(t, claims(down)), want: service.ReasonKeysUnavailable,
+			name: "keys unavailable", token: k.Token(t, testkit.Claims(down)), want: service.ReasonKeysUnavailable,
 			contains: []string{"not the token's fault", down + "/keys.json"},
 		},
 		{
-			name: "aud in decomposed Unicode", token: k.token(t, claims(iss, "aud", "api/cafe\u0301")), audience: "api/caf\u00e9", want: service.ReasonAudienceMismatch,
+			name: "aud in decomposed Unicode", token: k.Token(t, testkit.Claims(iss, "aud", "api/cafe\u0301")), audience: "api/caf\u00e9", want: service.ReasonAudienceMismatch,
 			contains: []string{"NFC vs NFD"},
 		},
 		{
-			name: "aud in fullwidth letters", token: k.token(t, claims(iss, "aud", "\uff41\uff50\uff49/users")), want: service.ReasonAudienceMismatch,
+			name: "aud in fullwidth letters", token: k.Token(t, testkit.Claims(iss, "aud", "\uff41\uff50\uff49/users")), want: service.ReasonAudienceMismatch,
 			contains: []string{"look-alike", "NFKC"},
 		},
 		{
-			name: "aud with an explicit default port", token: k.token(t, claims(iss, "aud", "https://api.example.com:443/users")), audience: "https://api.example.com/users", want: service.ReasonAudienceMismatch,
+			name: "aud with an explicit default port", token: k.Token(t, testkit.Claims(iss, "aud", "https://api.example.com:443/users")), audience: "https://api.example.com/users", want: service.ReasonAudienceMismatch,
 			contains: []string{"the port", `"443"`},
 		},
 		{
-			name: "aud percent-encoded", token: k.token(t, claims(iss, "aud", "api%2Fusers")), want: service.ReasonAudienceMismatch,
+			name: "aud percent-encoded", token: k.Token(t, testkit.Claims(iss, "aud", "api%2Fusers")), want: service.ReasonAudienceMismatch,
 			contains: []string{"percent-encoding"},
 		},
 		{
-			name: "aud of an unregistered API", token: k.token(t, claims(iss, "aud", "api/other")), audience: "api/invoices", want: service.ReasonAudienceMismatch,
+			name: "aud of an unregistered API", token: k.Token(t, testkit.Claims(iss, "aud", "api/other")), audience: "api/invoices", want: service.ReasonAudienceMismatch,
 			hint: `this token was issued for api/other; ask the issuer for a token with audience api/invoices (OAuth 2.0 "audience" or RFC 8707 "resource" parameter)`,
 		},
 		{
-			name: "iss unknown names the closest trusted issuer", token: k.token(t, claims("https://slow.usher.tst")), want: service.ReasonUntrustedIssuer,
+			name: "iss unknown names the closest trusted issuer", token: k.Token(t, testkit.Claims("https://slow.usher.tst")), want: service.ReasonUntrustedIssuer,
 			contains: []string{`closest trusted issuer is "https://slow.usher.test"`},
 		},
 		{
-			name: "expired just beyond the leeway suggests clock skew", token: k.token(t, claims(iss, "exp", testNow.Add(-45*time.Second).Unix())), want: service.ReasonExpired,
+			name: "expired just beyond the leeway suggests clock skew", token: k.Token(t, testkit.Claims(iss, "exp", testkit.Now.Add(-45*time.Second).Unix())), want: service.ReasonExpired,
 			contains: []string{"45s ago", "missed by only 15s", "clocks disagree"},
 		},
 		{
-			name: "not yet valid by a little is clock skew", token: k.token(t, claims(iss, "nbf", testNow.Add(90*time.Second).Unix())), want: service.ReasonNotYetValid,
+			name: "not yet valid by a little is clock skew", token: k.Token(t, testkit.Claims(iss, "nbf", testkit.Now.Add(90*time.Second).Unix())), want: service.ReasonNotYetValid,
 			contains: []string{"nbf", "1m30s", "clock skew"},
 		},
 		{
-			name: "not yet valid by a lot is not clock skew", token: k.token(t, claims(iss, "nbf", testNow.Add(3*time.Hour).Unix())), want: service.ReasonNotYetValid,
+			name: "not yet valid by a lot is not clock skew", token: k.Token(t, testkit.Claims(iss, "nbf", testkit.Now.Add(3*time.Hour).Unix())), want: service.ReasonNotYetValid,
 			contains: []string{"far more than clock skew"},
 		},
 		{
-			name: "wrong token type", token: k.token(t, claims(typed.Issuer)), want: service.ReasonWrongTokenType,
+			name: "wrong token type", token: k.Token(t, testkit.Claims(typed.Issuer)), want: service.ReasonWrongTokenType,
 			contains: []string{`typ "at+jwt"`, "access token"},
 		},
 		{
-			name: "ID token where at+jwt is required", token: k.token(t, claims(typed.Issuer, "nonce", "n-1", "at_hash", "x")), want: service.ReasonWrongTokenType,
+			name: "ID token where at+jwt is required", token: k.Token(t, testkit.Claims(typed.Issuer, "nonce", "n-1", "at_hash", "x")), want: service.ReasonWrongTokenType,
 			contains: []string{"ID token", "send the access token"},
 		},
 		{
-			name: "kid of another environment", token: sign(t, map[string]any{"alg": "EdDSA", "kid": "prod-1"}, claims(iss), "EdDSA", prodKey.priv), want: service.ReasonUnknownKey,
+			name: "kid of another environment", token: testkit.Sign(t, map[string]any{"alg": "EdDSA", "kid": "prod-1"}, testkit.Claims(iss), "EdDSA", prodKey.Priv), want: service.ReasonUnknownKey,
 			contains: []string{"ed-1", prod.URL() + " publishes that kid", "another environment"},
 		},
 		{
@@ -179,8 +180,38 @@ func TestHints(t *testing.T) {
 			contains: []string{"encrypted"},
 		},
 		{
-			name: "forged", token: k.like(t, "ed-1").token(t, claims(iss)), want: service.ReasonInvalidSignature,
+			name: "forged", token: k.Like(t, "ed-1").Token(t, testkit.Claims(iss)), want: service.ReasonInvalidSignature,
 			contains: []string{"fresh token", iss},
+		},
+		// MALFORMED: the hint follows the kind of defect, whatever the message says.
+		{
+			name: "exp a string", token: k.Token(t, testkit.Claims(iss, "exp", "tomorrow")), want: service.ReasonMalformed,
+			contains: []string{"wrong JSON type", "RFC 7519 §4.1"},
+		},
+		{
+			name: "exp a negative number", token: k.Token(t, testkit.Claims(iss, "exp", -1)), want: service.ReasonMalformed,
+			message:  "malformed token: payload: exp is -1, not a date between 1970 and 9999",
+			contains: []string{"not a date", "NumericDate"},
+		},
+		{
+			name: "empty payload segment", token: testkit.Segment(t, map[string]any{"alg": "EdDSA"}) + "..YQ", want: service.ReasonMalformed,
+			hint: "send the compact JWS exactly as the issuer returned it (three base64url segments joined by dots), without quotes, line breaks or URL encoding",
+		},
+		{
+			name: "payload not an object", token: testkit.Sign(t, map[string]any{"alg": "EdDSA", "kid": "ed-1"}, []byte(`"a string"`), "EdDSA", k.Priv), want: service.ReasonMalformed,
+			contains: []string{"three base64url segments"},
+		},
+		{
+			name: "kid a number", token: testkit.Sign(t, map[string]any{"alg": "EdDSA", "kid": 7}, testkit.Claims(iss), "EdDSA", k.Priv), want: service.ReasonMalformed,
+			contains: []string{"header parameter", "RFC 7515"},
+		},
+		{
+			name: "crit", token: testkit.Sign(t, map[string]any{"alg": "EdDSA", "kid": "ed-1", "crit": []string{"exp"}}, testkit.Claims(iss), "EdDSA", k.Priv), want: service.ReasonMalformed,
+			contains: []string{"extension", "crit"},
+		},
+		{
+			name: "over the size limit", token: strings.Repeat("A", service.DefaultMaxTokenBytes+1), want: service.ReasonMalformed,
+			contains: []string{"this large"},
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -206,16 +237,16 @@ func TestHints(t *testing.T) {
 }
 
 func TestInspect(t *testing.T) {
-	ctx := testContext(t)
-	k := newRSAKey(t, "rsa-1")
-	ti := newTestIssuer(t, k)
-	v := newValidator(t, ctx, ti.config(time.Minute))
+	ctx := testkit.Context(t)
+	k := testkit.RSAKey(t, "rsa-1")
+	ti := testkit.NewIssuer(t, k)
+	v := newValidator(t, ctx, issuerConfig(ti, time.Minute))
 	iss := ti.URL()
 	users := service.KnownAudience{Audience: "api/users", Name: "Users API"}
 	invoices := service.KnownAudience{Audience: "api/invoices", Name: "Invoices API"}
 
 	t.Run("valid", func(t *testing.T) {
-		in := v.Inspect(ctx, "Bearer "+k.token(t, claims(iss)))
+		in := v.Inspect(ctx, "Bearer "+k.Token(t, testkit.Claims(iss)))
 		if in.Signature != service.ReasonValid || !slices.Equal(in.Audiences, []service.KnownAudience{users}) {
 			t.Fatalf("inspection %+v", in)
 		}
@@ -227,13 +258,13 @@ func TestInspect(t *testing.T) {
 		}
 	})
 	t.Run("two audiences", func(t *testing.T) {
-		in := v.Inspect(ctx, k.token(t, claims(iss, "aud", []string{"api/invoices", "api/users"})))
+		in := v.Inspect(ctx, k.Token(t, testkit.Claims(iss, "aud", []string{"api/invoices", "api/users"})))
 		if in.Signature != service.ReasonValid || !slices.Equal(in.Audiences, []service.KnownAudience{users, invoices}) {
 			t.Fatalf("inspection %+v", in)
 		}
 	})
 	t.Run("forged", func(t *testing.T) {
-		in := v.Inspect(ctx, k.like(t, "rsa-1").token(t, claims(iss, "sub", "admin")))
+		in := v.Inspect(ctx, k.Like(t, "rsa-1").Token(t, testkit.Claims(iss, "sub", "admin")))
 		if in.Signature != service.ReasonInvalidSignature || len(in.Audiences) != 0 {
 			t.Fatalf("inspection %+v", in)
 		}
@@ -245,13 +276,13 @@ func TestInspect(t *testing.T) {
 		}
 	})
 	t.Run("expired", func(t *testing.T) {
-		in := v.Inspect(ctx, k.token(t, claims(iss, "exp", testNow.Add(-time.Hour).Unix())))
+		in := v.Inspect(ctx, k.Token(t, testkit.Claims(iss, "exp", testkit.Now.Add(-time.Hour).Unix())))
 		if in.Signature != service.ReasonValid || len(in.Audiences) != 0 || !strings.Contains(in.Message, "expired") {
 			t.Fatalf("inspection %+v", in)
 		}
 	})
 	t.Run("alg none", func(t *testing.T) {
-		in := v.Inspect(ctx, segment(t, map[string]any{"alg": "none"})+"."+segment(t, claims(iss))+".")
+		in := v.Inspect(ctx, testkit.Segment(t, map[string]any{"alg": "none"})+"."+testkit.Segment(t, testkit.Claims(iss))+".")
 		if in.Signature != service.ReasonUnsupportedAlgorithm || len(in.Audiences) != 0 || in.Claims == nil || in.Claims.Issuer != iss {
 			t.Fatalf("inspection %+v", in)
 		}

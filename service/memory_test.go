@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-dev/usher/internal/testkit"
 	"github.com/usher-dev/usher/service"
 )
 
@@ -27,12 +28,12 @@ func TestCache_HeapStaysWithinBound(t *testing.T) {
 		}
 	}
 	const maxBytes = 4 << 20
-	ctx := testContext(t)
-	k := newEdKey(t, "ed-1")
-	ti := newTestIssuer(t, k)
-	cfg := &service.Config{Issuers: []service.IssuerConfig{ti.config(time.Minute)}, Audiences: slices.Clone(testAudiences),
+	ctx := testkit.Context(t)
+	k := testkit.EdKey(t, "ed-1")
+	ti := testkit.NewIssuer(t, k)
+	cfg := &service.Config{Issuers: []service.IssuerConfig{issuerConfig(ti, time.Minute)}, Audiences: slices.Clone(testkit.Audiences),
 		CacheMaxEntries: 1 << 30, CacheMaxBytes: maxBytes}
-	v, err := service.NewValidator(ctx, cfg, service.WithClock(func() time.Time { return testNow }), service.WithLogger(slog.New(slog.DiscardHandler)))
+	v, err := service.NewValidator(ctx, cfg, service.WithClock(func() time.Time { return testkit.Now }), service.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func TestCache_HeapStaysWithinBound(t *testing.T) {
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < n; i += workers {
-				tok := k.token(t, claims(ti.URL(), "jti", fmt.Sprint(i), "sub", "user-"+strconv.Itoa(i)))
+				tok := k.Token(t, testkit.Claims(ti.URL(), "jti", fmt.Sprint(i), "sub", "user-"+strconv.Itoa(i)))
 				if got := v.Validate(ctx, tok, "api/users", nil); got.Reason != service.ReasonValid {
 					t.Errorf("token %d: %v", i, got.Reason)
 					return

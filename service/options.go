@@ -10,9 +10,9 @@ import (
 type Option interface{ apply(*options) }
 
 type options struct {
-	now     func() time.Time
-	log     *slog.Logger
-	http    *http.Client
+	now      func() time.Time
+	log      *slog.Logger
+	http     *http.Client
 	observer Observer
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-dev/usher/internal/testkit"
 	"github.com/usher-dev/usher/service"
 )
 
@@ -17,8 +18,8 @@ const typedIssuer = "https://typed.usher.test"
 // a second issuer name on the same keys that requires typ at+jwt, and an
 // issuer whose key set cannot be reached.
 type reasonsFixture struct {
-	iss         *testIssuer
-	keys        []*testKey
+	iss         *testkit.Issuer
+	keys        []*testkit.Key
 	downIssuer  string
 	v           *service.Validator
 	allIssuers  []string
@@ -27,14 +28,14 @@ type reasonsFixture struct {
 
 func newReasonsFixture(t *testing.T) *reasonsFixture {
 	t.Helper()
-	ctx := testContext(t)
-	f := &reasonsFixture{keys: []*testKey{newRSAKey(t, "rsa-1"), newECKey(t, "ec-1", elliptic.P256()), newEdKey(t, "ed-1")}}
-	f.iss = newTestIssuer(t, f.keys...)
-	f.downIssuer = closedURL(t)
-	typed := f.iss.config(time.Second)
+	ctx := testkit.Context(t)
+	f := &reasonsFixture{keys: []*testkit.Key{testkit.RSAKey(t, "rsa-1"), testkit.ECKey(t, "ec-1", elliptic.P256()), testkit.EdKey(t, "ed-1")}}
+	f.iss = testkit.NewIssuer(t, f.keys...)
+	f.downIssuer = testkit.ClosedURL(t)
+	typed := issuerConfig(f.iss, time.Second)
 	typed.Issuer, typed.TokenType = typedIssuer, "at+jwt"
 	down := service.IssuerConfig{Issuer: f.downIssuer, JWKSURI: f.downIssuer + "/jwks.json"}
-	f.v = newValidator(t, ctx, f.iss.config(time.Second), typed, down)
+	f.v = newValidator(t, ctx, issuerConfig(f.iss, time.Second), typed, down)
 	f.allIssuers = []string{f.iss.URL(), typedIssuer, f.downIssuer}
 	f.publishKids = []string{"ec-1", "ed-1", "rsa-1"}
 	return f
@@ -42,10 +43,10 @@ func newReasonsFixture(t *testing.T) *reasonsFixture {
 
 func TestValidate_Reasons(t *testing.T) {
 	f := newReasonsFixture(t)
-	ctx := testContext(t)
+	ctx := testkit.Context(t)
 	iss := f.iss.URL()
-	exp := testNow.Add(-time.Hour)
-	nbf := testNow.Add(time.Hour)
+	exp := testkit.Now.Add(-time.Hour)
+	nbf := testkit.Now.Add(time.Hour)
 	rfc := func(tm time.Time) string { return tm.UTC().Format(time.RFC3339) }
 
 	type tc struct {
@@ -58,46 +59,46 @@ func TestValidate_Reasons(t *testing.T) {
 		violations []service.Reason
 	}
 	for _, k := range f.keys {
-		other := k.like(t, k.kid)
+		other := k.Like(t, k.KID)
 		cases := []tc{
-			{name: "valid", token: func(t testing.TB) string { return k.token(t, claims(iss)) }, scopes: []string{"users.read"}, want: service.ReasonValid},
+			{name: "valid", token: func(t testing.TB) string { return k.Token(t, testkit.Claims(iss)) }, scopes: []string{"users.read"}, want: service.ReasonValid},
 			{name: "valid at+jwt", token: func(t testing.TB) string {
-				return sign(t, map[string]any{"alg": k.alg, "kid": k.kid, "typ": "at+jwt"}, claims(typedIssuer), k.alg, k.priv)
+				return testkit.Sign(t, map[string]any{"alg": k.Alg, "kid": k.KID, "typ": "at+jwt"}, testkit.Claims(typedIssuer), k.Alg, k.Priv)
 			}, want: service.ReasonValid},
-			{name: "malformed exp string", token: func(t testing.TB) string { return k.token(t, claims(iss, "exp", "tomorrow")) }, want: service.ReasonMalformed},
+			{name: "malformed exp string", token: func(t testing.TB) string { return k.Token(t, testkit.Claims(iss, "exp", "tomorrow")) }, want: service.ReasonMalformed},
 			{name: "alg none with a real signature", token: func(t testing.TB) string {
-				return sign(t, map[string]any{"alg": "none", "kid": k.kid}, claims(iss), k.alg, k.priv)
+				return testkit.Sign(t, map[string]any{"alg": "none", "kid": k.KID}, testkit.Claims(iss), k.Alg, k.Priv)
 			}, want: service.ReasonUnsupportedAlgorithm,
 				mismatch: &service.Mismatch{Claim: "alg", Expected: service.DefaultAlgorithms, Actual: []string{"none"}}},
-			{name: "untrusted issuer", token: func(t testing.TB) string { return k.token(t, claims("https://evil.example")) }, want: service.ReasonUntrustedIssuer,
+			{name: "untrusted issuer", token: func(t testing.TB) string { return k.Token(t, testkit.Claims("https://evil.example")) }, want: service.ReasonUntrustedIssuer,
 				mismatch: &service.Mismatch{Claim: "iss", Expected: f.allIssuers, Actual: []string{"https://evil.example"}}},
 			{name: "unknown key", token: func(t testing.TB) string {
-				return sign(t, map[string]any{"alg": k.alg, "kid": "nope"}, claims(iss), k.alg, k.priv)
+				return testkit.Sign(t, map[string]any{"alg": k.Alg, "kid": "nope"}, testkit.Claims(iss), k.Alg, k.Priv)
 			}, want: service.ReasonUnknownKey,
 				mismatch: &service.Mismatch{Claim: "kid", Expected: f.publishKids, Actual: []string{"nope"}}},
-			{name: "invalid signature", token: func(t testing.TB) string { return other.token(t, claims(iss)) }, want: service.ReasonInvalidSignature},
-			{name: "wrong token type", token: func(t testing.TB) string { return k.token(t, claims(typedIssuer)) }, want: service.ReasonWrongTokenType,
+			{name: "invalid signature", token: func(t testing.TB) string { return other.Token(t, testkit.Claims(iss)) }, want: service.ReasonInvalidSignature},
+			{name: "wrong token type", token: func(t testing.TB) string { return k.Token(t, testkit.Claims(typedIssuer)) }, want: service.ReasonWrongTokenType,
 				mismatch: &service.Mismatch{Claim: "typ", Expected: []string{"at+jwt"}, Actual: []string{"JWT"}}},
-			{name: "expired", token: func(t testing.TB) string { return k.token(t, claims(iss, "exp", exp.Unix())) }, want: service.ReasonExpired,
-				mismatch: &service.Mismatch{Claim: "exp", Expected: []string{"after " + rfc(testNow.Add(-30*time.Second))}, Actual: []string{rfc(exp)}}},
-			{name: "not yet valid", token: func(t testing.TB) string { return k.token(t, claims(iss, "nbf", nbf.Unix())) }, want: service.ReasonNotYetValid,
-				mismatch: &service.Mismatch{Claim: "nbf", Expected: []string{"before " + rfc(testNow.Add(30*time.Second))}, Actual: []string{rfc(nbf)}}},
-			{name: "missing exp", token: func(t testing.TB) string { return k.token(t, claims(iss, "exp", absent)) }, want: service.ReasonMissingClaim,
+			{name: "expired", token: func(t testing.TB) string { return k.Token(t, testkit.Claims(iss, "exp", exp.Unix())) }, want: service.ReasonExpired,
+				mismatch: &service.Mismatch{Claim: "exp", Expected: []string{"after " + rfc(testkit.Now.Add(-30*time.Second))}, Actual: []string{rfc(exp)}}},
+			{name: "not yet valid", token: func(t testing.TB) string { return k.Token(t, testkit.Claims(iss, "nbf", nbf.Unix())) }, want: service.ReasonNotYetValid,
+				mismatch: &service.Mismatch{Claim: "nbf", Expected: []string{"before " + rfc(testkit.Now.Add(30*time.Second))}, Actual: []string{rfc(nbf)}}},
+			{name: "missing exp", token: func(t testing.TB) string { return k.Token(t, testkit.Claims(iss, "exp", testkit.Absent)) }, want: service.ReasonMissingClaim,
 				mismatch: &service.Mismatch{Claim: "exp", Expected: []string{"exp"}}},
-			{name: "audience mismatch", token: func(t testing.TB) string { return k.token(t, claims(iss)) }, audience: "api/invoices", want: service.ReasonAudienceMismatch,
+			{name: "audience mismatch", token: func(t testing.TB) string { return k.Token(t, testkit.Claims(iss)) }, audience: "api/invoices", want: service.ReasonAudienceMismatch,
 				mismatch: &service.Mismatch{Claim: "aud", Expected: []string{"api/invoices"}, Actual: []string{"api/users"}}},
-			{name: "insufficient scope", token: func(t testing.TB) string { return k.token(t, claims(iss)) }, scopes: []string{"users.read", "users.admin"}, want: service.ReasonInsufficientScope,
+			{name: "insufficient scope", token: func(t testing.TB) string { return k.Token(t, testkit.Claims(iss)) }, scopes: []string{"users.read", "users.admin"}, want: service.ReasonInsufficientScope,
 				mismatch: &service.Mismatch{Claim: "scope", Expected: []string{"users.read", "users.admin"}, Actual: []string{"users.read", "users.write"}}},
-			{name: "keys unavailable", token: func(t testing.TB) string { return k.token(t, claims(f.downIssuer)) }, want: service.ReasonKeysUnavailable},
-			{name: "expired for the wrong API", token: func(t testing.TB) string { return k.token(t, claims(iss, "exp", exp.Unix())) }, audience: "api/invoices",
+			{name: "keys unavailable", token: func(t testing.TB) string { return k.Token(t, testkit.Claims(f.downIssuer)) }, want: service.ReasonKeysUnavailable},
+			{name: "expired for the wrong API", token: func(t testing.TB) string { return k.Token(t, testkit.Claims(iss, "exp", exp.Unix())) }, audience: "api/invoices",
 				want: service.ReasonExpired, violations: []service.Reason{service.ReasonExpired, service.ReasonAudienceMismatch}},
 			{name: "every claim check fails", token: func(t testing.TB) string {
-				return k.token(t, claims(typedIssuer, "exp", exp.Unix(), "nbf", nbf.Unix(), "scope", "other"))
+				return k.Token(t, testkit.Claims(typedIssuer, "exp", exp.Unix(), "nbf", nbf.Unix(), "scope", "other"))
 			}, audience: "api/invoices", scopes: []string{"users.read"}, want: service.ReasonWrongTokenType,
 				violations: []service.Reason{service.ReasonWrongTokenType, service.ReasonExpired, service.ReasonNotYetValid, service.ReasonAudienceMismatch, service.ReasonInsufficientScope}},
 		}
 		for _, c := range cases {
-			t.Run(k.alg+"/"+c.name, func(t *testing.T) {
+			t.Run(k.Alg+"/"+c.name, func(t *testing.T) {
 				aud := c.audience
 				if aud == "" {
 					aud = "api/users"
@@ -121,8 +122,8 @@ func TestValidate_Reasons(t *testing.T) {
 						t.Errorf("violations[0] %+v differs from the verdict %+v", first, v)
 					}
 				}
-				if v.Claims != nil && (v.Claims.KeyID != k.kid || v.Claims.Algorithm != k.alg) {
-					t.Errorf("claims name key %q alg %q, want %q %q", v.Claims.KeyID, v.Claims.Algorithm, k.kid, k.alg)
+				if v.Claims != nil && (v.Claims.KeyID != k.KID || v.Claims.Algorithm != k.Alg) {
+					t.Errorf("claims name key %q alg %q, want %q %q", v.Claims.KeyID, v.Claims.Algorithm, k.KID, k.Alg)
 				}
 			})
 		}
@@ -134,13 +135,13 @@ func TestValidate_Reasons(t *testing.T) {
 
 func checkValidClaims(t *testing.T, f *reasonsFixture, ctx context.Context) {
 	k := f.keys[0]
-	v := f.v.Validate(ctx, k.token(t, claims(f.iss.URL(), "azp", "ignored", "nbf", testNow.Unix())), "api/users", nil)
+	v := f.v.Validate(ctx, k.Token(t, testkit.Claims(f.iss.URL(), "azp", "ignored", "nbf", testkit.Now.Unix())), "api/users", nil)
 	checkVerdict(t, v, service.ReasonValid)
 	c := v.Claims
 	if c.Issuer != f.iss.URL() || c.Subject != "user-42" || !slices.Equal(c.Audience, []string{"api/users"}) ||
 		!slices.Equal(c.Scopes, []string{"users.read", "users.write"}) || c.ClientID != "frontend" || c.JWTID != "jti-1" ||
 		c.KeyID != "rsa-1" || c.Algorithm != "RS256" || c.TokenType != "JWT" ||
-		!c.ExpiresAt.Equal(testNow.Add(time.Hour)) || !c.IssuedAt.Equal(testNow.Add(-time.Minute)) || !c.NotBefore.Equal(testNow) {
+		!c.ExpiresAt.Equal(testkit.Now.Add(time.Hour)) || !c.IssuedAt.Equal(testkit.Now.Add(-time.Minute)) || !c.NotBefore.Equal(testkit.Now) {
 		t.Fatalf("claims = %+v", c)
 	}
 	if c.Raw["azp"] != "ignored" || c.Raw["sub"] != "user-42" {
@@ -151,25 +152,25 @@ func checkValidClaims(t *testing.T, f *reasonsFixture, ctx context.Context) {
 	}
 }
 
-// The checks run in the contract's order: nothing of a token whose signature
+// The checks run in their documented order: nothing of a token whose signature
 // did not verify is trusted, so a forged token is never diagnosed by its claims.
 func TestValidate_CheckOrder(t *testing.T) {
-	ctx := testContext(t)
-	k := newEdKey(t, "ed-1")
-	attacker := k.like(t, "ed-1")
-	iss := newTestIssuer(t, k)
-	v := newValidator(t, ctx, iss.config(time.Second))
-	expired := claims(iss.URL(), "exp", testNow.Add(-time.Hour).Unix())
+	ctx := testkit.Context(t)
+	k := testkit.EdKey(t, "ed-1")
+	attacker := k.Like(t, "ed-1")
+	iss := testkit.NewIssuer(t, k)
+	v := newValidator(t, ctx, issuerConfig(iss, time.Second))
+	expired := testkit.Claims(iss.URL(), "exp", testkit.Now.Add(-time.Hour).Unix())
 
 	t.Run("expired and forged", func(t *testing.T) {
-		got := v.Validate(ctx, attacker.token(t, expired), "api/users", nil)
+		got := v.Validate(ctx, attacker.Token(t, expired), "api/users", nil)
 		checkVerdict(t, got, service.ReasonInvalidSignature)
 		if got.Mismatch != nil {
 			t.Fatalf("mismatch %+v on a forged token", got.Mismatch)
 		}
 	})
 	t.Run("forged for the wrong API", func(t *testing.T) {
-		got := v.Validate(ctx, attacker.token(t, claims(iss.URL())), "api/invoices", []string{"missing.scope"})
+		got := v.Validate(ctx, attacker.Token(t, testkit.Claims(iss.URL())), "api/invoices", []string{"missing.scope"})
 		checkVerdict(t, got, service.ReasonInvalidSignature)
 		for _, s := range []string{got.Message, got.Hint} {
 			if strings.Contains(s, "audience") || strings.Contains(s, "Users API") || strings.Contains(s, "api/invoices") || strings.Contains(s, "scope") {
@@ -178,29 +179,29 @@ func TestValidate_CheckOrder(t *testing.T) {
 		}
 	})
 	t.Run("expired with a tampered payload", func(t *testing.T) {
-		tok := k.token(t, expired)
+		tok := k.Token(t, expired)
 		parts := strings.Split(tok, ".")
-		parts[1] = segment(t, claims(iss.URL(), "exp", testNow.Add(-2*time.Hour).Unix()))
+		parts[1] = testkit.Segment(t, testkit.Claims(iss.URL(), "exp", testkit.Now.Add(-2*time.Hour).Unix()))
 		checkVerdict(t, v.Validate(ctx, strings.Join(parts, "."), "api/users", nil), service.ReasonInvalidSignature)
 	})
 	t.Run("unknown key beats expired", func(t *testing.T) {
-		tok := sign(t, map[string]any{"alg": "EdDSA", "kid": "gone"}, expired, "EdDSA", k.priv)
+		tok := testkit.Sign(t, map[string]any{"alg": "EdDSA", "kid": "gone"}, expired, "EdDSA", k.Priv)
 		checkVerdict(t, v.Validate(ctx, tok, "api/invoices", nil), service.ReasonUnknownKey)
 	})
 	t.Run("untrusted issuer beats unknown key", func(t *testing.T) {
-		tok := sign(t, map[string]any{"alg": "EdDSA", "kid": "gone"}, claims("https://evil.example"), "EdDSA", k.priv)
+		tok := testkit.Sign(t, map[string]any{"alg": "EdDSA", "kid": "gone"}, testkit.Claims("https://evil.example"), "EdDSA", k.Priv)
 		checkVerdict(t, v.Validate(ctx, tok, "api/users", nil), service.ReasonUntrustedIssuer)
 	})
 	t.Run("alg none beats untrusted issuer", func(t *testing.T) {
-		tok := sign(t, map[string]any{"alg": "none"}, claims("https://evil.example"), "EdDSA", k.priv)
+		tok := testkit.Sign(t, map[string]any{"alg": "none"}, testkit.Claims("https://evil.example"), "EdDSA", k.Priv)
 		checkVerdict(t, v.Validate(ctx, tok, "api/users", nil), service.ReasonUnsupportedAlgorithm)
 	})
 	t.Run("malformed beats alg none", func(t *testing.T) {
-		tok := sign(t, map[string]any{"alg": "none"}, claims("https://evil.example", "aud", 1), "EdDSA", k.priv)
+		tok := testkit.Sign(t, map[string]any{"alg": "none"}, testkit.Claims("https://evil.example", "aud", 1), "EdDSA", k.Priv)
 		checkVerdict(t, v.Validate(ctx, tok, "api/users", nil), service.ReasonMalformed)
 	})
 	t.Run("empty expected audience fails closed", func(t *testing.T) {
-		got := v.Validate(ctx, k.token(t, claims(iss.URL())), "", nil)
+		got := v.Validate(ctx, k.Token(t, testkit.Claims(iss.URL())), "", nil)
 		checkVerdict(t, got, service.ReasonAudienceMismatch)
 	})
 }

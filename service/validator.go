@@ -32,10 +32,10 @@ type Validator struct {
 // an error.
 func NewValidator(ctx context.Context, cfg *Config, opts ...Option) (*Validator, error) {
 	if cfg == nil {
-		return nil, errors.New("usher: NewValidator: nil config")
+		return nil, errors.New("NewValidator: nil config")
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("usher: config: %w", err)
+		return nil, err
 	}
 	o := options{now: time.Now, log: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
@@ -63,7 +63,7 @@ func NewValidator(ctx context.Context, cfg *Config, opts ...Option) (*Validator,
 		}
 		ik, err := newIssuerKeys(ctx, ic, hc, o.log, o.now)
 		if err != nil {
-			return nil, fmt.Errorf("usher: issuer %q: %w", ic.Issuer, err)
+			return nil, fmt.Errorf("issuer %q: %w", ic.Issuer, err)
 		}
 		v.issuers[ic.Issuer] = ik
 		v.order = append(v.order, ik)
@@ -133,7 +133,7 @@ func (v *Validator) Validate(ctx context.Context, token, audience string, scopes
 // validate is Validate; it also names the issuer once it is known.
 func (v *Validator) validate(ctx context.Context, token, audience string, scopes []string) (Verdict, *issuerKeys) {
 	tok := v.clean(token)
-	if v.cache == nil {
+	if v.cache == nil || len(tok) > v.maxBytes { // an oversized token is refused unhashed
 		t, ik, _, fail := v.verify(ctx, tok)
 		if fail != nil {
 			return *fail, ik
@@ -229,8 +229,9 @@ func (v *Validator) clean(token string) string {
 	return cleanToken(token)
 }
 
-// verify runs the checks up to and including the signature, in the
-// contract's order; it returns the verified token, its issuer and key, or the
+// verify runs the checks up to and including the signature, in order
+// (MALFORMED, UNSUPPORTED_ALGORITHM, UNTRUSTED_ISSUER, UNKNOWN_KEY or
+// KEYS_UNAVAILABLE, INVALID_SIGNATURE); it returns the verified token, its issuer and key, or the
 // verdict of the first failed check (with the issuer once it is known).
 func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issuerKeys, *verifyKey, *Verdict) {
 	t, m := parseCompact(tok, v.maxBytes)

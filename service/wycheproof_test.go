@@ -159,11 +159,11 @@ func parseSignatureLevel(tok string) (*parsedToken, *malformed) {
 	for i := 0; i < len(parts[1]); i++ {
 		c := parts[1][i]
 		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return nil, bad("payload", "byte %d is %q, outside the base64url alphabet", i, rune(c))
+			return nil, bad(malformedShape, "payload", "byte %d is %q, outside the base64url alphabet", i, rune(c))
 		}
 	}
 	if _, err := b64(parts[1]); err != nil {
-		return nil, bad("payload", "%v", err)
+		return nil, bad(malformedEncoding, "payload", "%v", err)
 	}
 	t.raw, t.signingInput = tok, parts[0]+"."+parts[1]
 	t.payload, t.claims = nil, tokenClaims{}
@@ -202,8 +202,8 @@ func verifySignatureLevel(tok string, ks *keySet) (Reason, string) {
 
 // jwkAlgRefusal tells a policy refusal from a bad signature: when the
 // vector's JWK names another alg than the token's header (or one that is no
-// JWS algorithm at all), usher refuses the pair on purpose (threats.md:
-// alg/key mismatch). It reports the pair, and whether the signature verifies
+// JWS algorithm at all), usher refuses the pair on purpose (an
+// alg that does not match its key is how key-confusion attacks work). It reports the pair, and whether the signature verifies
 // once the JWK's alg member is taken out.
 func jwkAlgRefusal(tok string, jwks []byte) (string, bool) {
 	hdrAlg, _ := wpHeaderAlg(tok)
@@ -308,7 +308,7 @@ func wpEngine(t *testing.T, ctx context.Context, jwks []byte) *Validator {
 	}
 	cfg := &Config{
 		Issuers:   []IssuerConfig{{Issuer: "https://wycheproof.usher.test", JWKSFile: path}},
-		Audiences: []AudienceConfig{{Audience: "api/users"}},
+		Audiences: []KnownAudience{{Audience: "api/users"}},
 	}
 	v, err := NewValidator(ctx, cfg, WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {

@@ -143,7 +143,7 @@ func (c *Config) validateTracing() []error {
 	switch {
 	case t.SampleRatio == 0:
 		t.SampleRatio = 1
-	case t.SampleRatio < 0 || t.SampleRatio > 1:
+	case !(t.SampleRatio > 0 && t.SampleRatio <= 1): // NaN too
 		errs = append(errs, problem("tracing.sample_ratio", "%v is outside (0, 1]", t.SampleRatio))
 	}
 	return errs

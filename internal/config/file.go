@@ -15,8 +15,8 @@ import (
 	"github.com/usher-dev/usher/service"
 )
 
-// document is the YAML file as written: the keys of the contract, section 4,
-// and the server's own.
+// document is the YAML file as written: the engine's keys and the
+// server's.
 type document struct {
 	Listen               string           `yaml:"listen"`
 	MetricsListen        string           `yaml:"metrics_listen"`

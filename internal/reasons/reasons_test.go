@@ -42,8 +42,11 @@ func TestTable_CoversTheProto(t *testing.T) {
 	}
 }
 
-// TestTable_Rules holds the rules the contract states (section 6, and the
-// interceptor rules of the threat model) against the table.
+// TestTable_Rules holds the table to the rules every front end promises: a
+// token's fault is UNAUTHENTICATED/401 invalid_token, a missing scope
+// PERMISSION_DENIED/403 insufficient_scope, and anything that is not the
+// token's fault fails closed as UNAVAILABLE/503 (RFC 6750 §3.1 for the
+// errors).
 func TestTable_Rules(t *testing.T) {
 	for n, name := range usherv1.Reason_name {
 		r := usherv1.Reason(n)

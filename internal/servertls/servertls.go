@@ -33,6 +33,9 @@ func Config(f Files, onError func(error)) (*tls.Config, error) {
 	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
+		// Offered here too: an http.Server decides from this config, not the
+		// per-client one, whether to serve HTTP/2 over TLS.
+		NextProtos: []string{"h2", "http/1.1"},
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			return r.current(), nil
 		},

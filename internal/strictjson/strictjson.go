@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
@@ -152,7 +151,7 @@ func (p *jsonParser) object() (map[string]any, error) {
 			return nil, err
 		}
 		if _, dup := obj[k]; dup {
-			return nil, fmt.Errorf("%w %q: JSON parsers disagree on which value wins, so the token is ambiguous", ErrDuplicateKey, shown(k))
+			return nil, fmt.Errorf("%w %.64q: JSON parsers disagree on which value wins, so the token is ambiguous", ErrDuplicateKey, k)
 		}
 		p.space()
 		if p.i >= len(p.b) || p.b[p.i] != ':' {
@@ -382,22 +381,4 @@ func TypeName(v any) string {
 	default:
 		return fmt.Sprintf("%T", v)
 	}
-}
-
-// shown bounds and escapes a member name for an error message: it comes
-// from an unverified document.
-func shown(s string) string {
-	if len(s) > 128 {
-		cut := 128
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
 }

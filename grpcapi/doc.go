@@ -1,0 +1,20 @@
+// Package grpcapi serves usher's engine as usher.v1.TokenService over gRPC,
+// with grpc.health.v1.Health and server reflection beside it, so that
+// grpcurl and ghz work without the .proto:
+//
+//	v, err := service.NewValidator(ctx, cfg)
+//	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(grpcapi.LimitInFlight(1024)))
+//	srv := grpcapi.Register(ctx, gs, v, log)
+//	// on a configuration reload: srv.Swap(next)
+//
+// The Server converts the engine's types and nothing else: a rejected token
+// is a ValidateTokenResponse, never a gRPC error; an empty expected_audience
+// is INVALID_ARGUMENT (usher never skips the audience check). Health answers
+// NOT_SERVING until every issuer's keys were tried once. LimitInFlight sheds
+// load with RESOURCE_EXHAUSTED beyond a bound instead of queuing, and gives a
+// call without a deadline one of MaxCallTime; Intercepted lets another front
+// end (HTTP/JSON) share the same limit.
+//
+// Log lines name a token by service.TokenID, never by its value; requests
+// are never logged whole.
+package grpcapi
