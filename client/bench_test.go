@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jwt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/usher-dev/usher/client"
 	"github.com/usher-dev/usher/internal/devissuer"
+	"github.com/usher-dev/usher/internal/testkit"
 )
 
 // benchInterceptor runs the unary interceptor as a server would, with the
@@ -23,7 +25,7 @@ func benchInterceptor(b *testing.B, opts ...client.Option) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tok := u.mint(b, devissuer.MintRequest{Audience: []string{"api/invoices"}})
+	tok := u.Mint(b, devissuer.MintRequest{Audience: []string{"api/invoices"}})
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+tok))
 	intercept := authn.UnaryServerInterceptor()
 	info := &grpc.UnaryServerInfo{FullMethod: unaryMethod}
@@ -49,8 +51,8 @@ func BenchmarkInterceptor(b *testing.B) {
 // BenchmarkEmbeddedJWX is what a service embedding JWT logic pays per call
 // instead: jwx's parse and verify of the same token with a cached key set.
 func BenchmarkEmbeddedJWX(b *testing.B) {
-	u := newUsher(b)
-	resp, err := http.Get(u.iss.JWKSURL())
+	e := testkit.NewDevEngine(b)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(e.Issuer.JWKSURL())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,10 +62,10 @@ func BenchmarkEmbeddedJWX(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tok := []byte(u.mint(b, devissuer.MintRequest{Audience: []string{"api/invoices"}}))
+	tok := []byte(e.Mint(b, devissuer.MintRequest{Audience: []string{"api/invoices"}}))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := jwt.Parse(tok, jwt.WithKeySet(set), jwt.WithAudience("api/invoices"), jwt.WithIssuer(u.iss.URL())); err != nil {
+		if _, err := jwt.Parse(tok, jwt.WithKeySet(set), jwt.WithAudience("api/invoices"), jwt.WithIssuer(e.Issuer.URL())); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -12,7 +12,6 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/usher-dev/usher/internal/reasons"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 )
 
@@ -31,9 +30,10 @@ type CacheStats struct {
 // verdictCache remembers usher's answers so a repeated token costs no
 // network hop. It is keyed on (SHA-256 of the token, audience, required
 // scopes): the answer depends on all three. An entry never outlives the
-// token's exp nor maxTTL. Answers that can change without the token changing
-// (KEYS_UNAVAILABLE, UNKNOWN_KEY after a rotation, UNTRUSTED_ISSUER after a
-// config change, NOT_YET_VALID) and transport errors are never cached.
+// token's exp nor maxTTL. Only answers the reason table marks cacheable are
+// kept: not those that can change without the token changing (e.g.
+// KEYS_UNAVAILABLE, UNKNOWN_KEY after a rotation), not an answer that fails
+// closed, and never a transport error.
 // Concurrent identical misses share one call.
 type verdictCache struct {
 	entries *lru.Cache[cacheKey, cacheEntry]
@@ -122,7 +122,7 @@ func (c *verdictCache) fetch(ctx context.Context, key cacheKey, fetch func(conte
 }
 
 func (c *verdictCache) store(key cacheKey, resp *usherv1.ValidateTokenResponse) {
-	if rule, known := reasons.Of(resp.GetReason()); !known || !rule.Cacheable {
+	if !ruleOf(resp).Cacheable {
 		return
 	}
 	now := c.now()

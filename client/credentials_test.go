@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/usher-dev/usher/client"
 	"github.com/usher-dev/usher/internal/devissuer"
+	"github.com/usher-dev/usher/internal/testkit"
 )
 
 // TestAudienceCredentials_TokenPerAPI: one caller, two APIs, each gets a
@@ -30,8 +30,8 @@ func TestAudienceCredentials_TokenPerAPI(t *testing.T) {
 	_, usersImpl, usersConn := serveAPI(t, users)
 	_, invoicesImpl, invoicesConn := serveAPI(t, invoices)
 
-	cc := clientcredentials.Config{ClientID: devissuer.ClientID, ClientSecret: devissuer.ClientSecret, TokenURL: u.iss.TokenURL()}
-	sources := client.ClientCredentialsSources(context.Background(), cc, "api/users", "api/invoices")
+	cc := clientcredentials.Config{ClientID: devissuer.ClientID, ClientSecret: devissuer.ClientSecret, TokenURL: u.Issuer.TokenURL()}
+	sources := client.ClientCredentialsSources(testkit.Context(t), cc, "api/users", "api/invoices")
 	for target, aud := range map[string]string{usersConn.Target(): "api/users", invoicesConn.Target(): "api/invoices"} {
 		creds, err := client.NewAudienceCredentials(client.ServiceAudiences(map[string]string{"grpc.testing.TestService": aud}), sources, client.InsecureAllowLoopback())
 		if err != nil {
@@ -42,7 +42,7 @@ func TestAudienceCredentials_TokenPerAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		if _, err := testpb.NewTestServiceClient(conn).UnaryCall(callCtx(t), &testpb.SimpleRequest{}); err != nil {
+		if _, err := testpb.NewTestServiceClient(conn).UnaryCall(testkit.Context(t), &testpb.SimpleRequest{}); err != nil {
 			t.Errorf("%s with its own token: %v", aud, err)
 		}
 	}
@@ -58,9 +58,9 @@ func TestAudienceCredentials_RefusesInsecureTransport(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, impl, conn := serveAPI(t, authn)
-	cc := clientcredentials.Config{ClientID: devissuer.ClientID, ClientSecret: devissuer.ClientSecret, TokenURL: u.iss.TokenURL()}
+	cc := clientcredentials.Config{ClientID: devissuer.ClientID, ClientSecret: devissuer.ClientSecret, TokenURL: u.Issuer.TokenURL()}
 	creds, err := client.NewAudienceCredentials(client.ServiceAudiences(map[string]string{"grpc.testing.TestService": "api/users"}),
-		client.ClientCredentialsSources(context.Background(), cc, "api/users"))
+		client.ClientCredentialsSources(testkit.Context(t), cc, "api/users"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestAudienceCredentials_RefusesInsecureTransport(t *testing.T) {
 	plain, err := grpc.NewClient(conn.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(creds))
 	if err == nil {
 		defer plain.Close()
-		_, err = testpb.NewTestServiceClient(plain).UnaryCall(callCtx(t), &testpb.SimpleRequest{})
+		_, err = testpb.NewTestServiceClient(plain).UnaryCall(testkit.Context(t), &testpb.SimpleRequest{})
 	}
 	if err == nil || impl.handled() != 0 {
 		t.Fatalf("a token was sent over plaintext without InsecureAllowLoopback (err=%v)", err)
@@ -76,13 +76,13 @@ func TestAudienceCredentials_RefusesInsecureTransport(t *testing.T) {
 
 	// Unknown service: no token source, the call fails before anything is sent.
 	creds, _ = client.NewAudienceCredentials(client.ServiceAudiences(map[string]string{"other.Service": "api/users"}),
-		client.ClientCredentialsSources(context.Background(), cc, "api/users"), client.InsecureAllowLoopback())
+		client.ClientCredentialsSources(testkit.Context(t), cc, "api/users"), client.InsecureAllowLoopback())
 	conn2, err := grpc.NewClient(conn.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn2.Close()
-	_, err = testpb.NewTestServiceClient(conn2).UnaryCall(callCtx(t), &testpb.SimpleRequest{})
+	_, err = testpb.NewTestServiceClient(conn2).UnaryCall(testkit.Context(t), &testpb.SimpleRequest{})
 	if err == nil || !strings.Contains(err.Error(), "no audience configured") {
 		t.Errorf("call to an unmapped service: %v", err)
 	}

@@ -7,7 +7,7 @@
 // where usher is a *client.Client from client.Dial (round_robin over every
 // usher replica, keepalive, retries of UNAVAILABLE) or client.New over a
 // connection you own. Handlers read the verified claims with
-// ClaimsFromContext.
+// ClaimsFromContext, which hands each caller a copy of its own.
 //
 // The interceptors (go-grpc-middleware/v2 auth, with selector skipping
 // health and reflection by exact full method name) read exactly one
@@ -18,8 +18,11 @@
 //	no or unusable credentials,     UNAUTHENTICATED
 //	any token reason but these two
 //	INSUFFICIENT_SCOPE              PERMISSION_DENIED
-//	KEYS_UNAVAILABLE, usher down    UNAVAILABLE: fail closed, never let the call through
+//	KEYS_UNAVAILABLE, usher down,   UNAVAILABLE: fail closed, never let the call through
+//	a reason this library does not know
 //
+// The reasons are mapped through usher's one reason table, which the other
+// front ends (Envoy ext_authz, the Python and Node helpers) follow too.
 // Every rejection carries a google.rpc.ErrorInfo (reason, domain "usher.v1",
 // metadata with expected and actual audience, missing scopes, issuer, kid)
 // and an RFC 6750 www-authenticate header, so a caller in any language can

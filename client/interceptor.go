@@ -209,10 +209,26 @@ func (a *Authenticator) authenticate(ctx context.Context) (context.Context, erro
 	if err != nil {
 		return nil, a.unavailable(ctx, err)
 	}
-	if !resp.GetValid() {
-		return nil, a.reject(ctx, resp)
+	if rule := ruleOf(resp); rule.Code != codes.OK {
+		return nil, a.reject(ctx, resp, rule)
 	}
 	return context.WithValue(ctx, claimsKey{}, resp.GetClaims()), nil
+}
+
+// ruleOf is what an answer of usher means here, from the reason table: the
+// handler runs only for valid with REASON_VALID. An answer that contradicts
+// itself (valid with another reason, or not valid with REASON_VALID) or
+// names a reason this library does not know fails closed.
+func ruleOf(r *usherv1.ValidateTokenResponse) reasons.Rule {
+	switch valid := r.GetValid(); {
+	case valid != (r.GetReason() == usherv1.Reason_REASON_VALID):
+		return reasons.Deny(usherv1.Reason_REASON_UNSPECIFIED)
+	case valid:
+		rule, _ := reasons.Of(usherv1.Reason_REASON_VALID)
+		return rule
+	default:
+		return reasons.Deny(r.GetReason())
+	}
 }
 
 // bearer reads exactly one "authorization: Bearer <token>" value.
@@ -250,9 +266,8 @@ func (a *Authenticator) unavailable(ctx context.Context, err error) error {
 // reject maps a verdict to a status through the reason table:
 // INSUFFICIENT_SCOPE is PERMISSION_DENIED, KEYS_UNAVAILABLE (or a reason this
 // library does not know) is UNAVAILABLE, every other reason UNAUTHENTICATED.
-func (a *Authenticator) reject(ctx context.Context, r *usherv1.ValidateTokenResponse) error {
+func (a *Authenticator) reject(ctx context.Context, r *usherv1.ValidateTokenResponse, rule reasons.Rule) error {
 	reason := reasons.Name(r.GetReason())
-	rule := reasons.Deny(r.GetReason())
 	md := map[string]string{}
 	msg := reason
 	if a.detail == DetailFull {

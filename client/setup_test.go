@@ -2,122 +2,75 @@ package client_test
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/usher-dev/usher/client"
-	"github.com/usher-dev/usher/internal/devissuer"
+	"github.com/usher-dev/usher/internal/testkit"
+	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
 
-// usherFixture is a real usher on 127.0.0.1 (the engine behind a real gRPC
-// listener) trusting a real dev issuer, and a count of the ValidateToken
-// calls it served.
+// usherFixture is a real usher on 127.0.0.1 (testkit's dev-issuer engine
+// behind a real gRPC listener) and a count of the ValidateToken calls it
+// served. While held, every ValidateToken waits until the test releases it
+// (to line up concurrent misses).
 type usherFixture struct {
-	iss   *devissuer.Issuer
-	down  *devissuer.Issuer // trusted, but its keys can never be fetched
+	*testkit.DevEngine
+	gs    *grpc.Server
 	addr  string
 	calls atomic.Int64
-	delay atomic.Int64 // nanoseconds each ValidateToken waits (to line up concurrent misses)
-
-	mu   sync.Mutex
-	gs   *grpc.Server
-	v    *service.Validator
-	lctx context.Context
+	gate  atomic.Pointer[chan struct{}] // non-nil: ValidateToken waits until it is closed
 }
 
-func newUsher(t testing.TB) *usherFixture {
+// newUsher serves a fresh dev engine (opts add to its options) until the test ends.
+func newUsher(t testing.TB, opts ...service.Option) *usherFixture {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	iss, err := devissuer.New(ctx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down, err := devissuer.New(ctx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadURL := "http://" + dead.Addr().String() + "/jwks.json"
-	dead.Close()
-	cfg := &service.Config{
-		Issuers: []service.IssuerConfig{
-			{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()},
-			{Issuer: down.URL(), JWKSURI: deadURL, FetchTimeout: service.Duration(time.Second)},
-		},
-		Audiences: []service.AudienceConfig{{Audience: "api/users", Name: "Users API"}, {Audience: "api/invoices", Name: "Invoices API"}},
-	}
-	v, err := service.NewValidator(ctx, cfg, service.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer wcancel()
-	if err := v.WaitTried(wctx); err != nil {
-		t.Fatal(err)
-	}
-	u := &usherFixture{iss: iss, down: down, v: v, lctx: ctx}
-	u.start(t, "127.0.0.1:0")
-	t.Cleanup(u.stop)
+	u := &usherFixture{DevEngine: testkit.NewDevEngine(t, opts...)}
+	u.gs, u.addr = u.Serve(t, grpc.UnaryInterceptor(u.count))
 	return u
 }
 
-func (u *usherFixture) start(t testing.TB, addr string) {
-	t.Helper()
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if info.FullMethod == "/usher.v1.TokenService/ValidateToken" {
-			u.calls.Add(1)
-			if d := time.Duration(u.delay.Load()); d > 0 {
-				time.Sleep(d)
+func (u *usherFixture) count(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if info.FullMethod == usherv1.TokenService_ValidateToken_FullMethodName {
+		u.calls.Add(1)
+		if g := u.gate.Load(); g != nil {
+			select {
+			case <-*g:
+			case <-ctx.Done():
+				return nil, ctx.Err()
 			}
 		}
-		return h(ctx, req)
 	}
-	gs := grpc.NewServer(grpc.UnaryInterceptor(count))
-	service.Register(u.lctx, gs, u.v, nil)
-	go func() { _ = gs.Serve(lis) }()
-	u.mu.Lock()
-	u.gs, u.addr = gs, lis.Addr().String()
-	u.mu.Unlock()
+	return h(ctx, req)
 }
 
-func (u *usherFixture) stop() {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.gs != nil {
-		u.gs.Stop()
-		u.gs = nil
-	}
+// hold makes every ValidateToken wait until release is called (at the
+// latest when the test ends).
+func (u *usherFixture) hold(t testing.TB) (release func()) {
+	ch := make(chan struct{})
+	u.gate.Store(&ch)
+	release = sync.OnceFunc(func() { close(ch) })
+	t.Cleanup(release)
+	return release
 }
 
-func (u *usherFixture) mint(t testing.TB, r devissuer.MintRequest) string {
-	t.Helper()
-	tok, err := u.iss.Mint(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
+// client is a Client of this usher, closed when the test ends.
 func (u *usherFixture) client(t testing.TB) *client.Client {
 	t.Helper()
-	c, err := client.Dial(u.addr, []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})
+	return dialUsher(t, u.addr)
+}
+
+func dialUsher(t testing.TB, target string, opts ...grpc.DialOption) *client.Client {
+	t.Helper()
+	c, err := client.Dial(target, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,12 +78,46 @@ func (u *usherFixture) client(t testing.TB) *client.Client {
 	return c
 }
 
+// fakeUsher is a usher.v1.TokenService on 127.0.0.1 that answers every
+// ValidateToken with the response the test set: the answers a real usher
+// never sends (UNSPECIFIED, a reason from a newer usher, a contradiction),
+// and reasons the dev engine cannot produce.
+type fakeUsher struct {
+	usherv1.UnimplementedTokenServiceServer
+	addr  string
+	calls atomic.Int64
+	resp  atomic.Pointer[usherv1.ValidateTokenResponse]
+}
+
+func newFakeUsher(t testing.TB) *fakeUsher {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeUsher{addr: lis.Addr().String()}
+	gs := grpc.NewServer()
+	usherv1.RegisterTokenServiceServer(gs, f)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	return f
+}
+
+func (f *fakeUsher) ValidateToken(context.Context, *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
+	f.calls.Add(1)
+	return proto.CloneOf(f.resp.Load()), nil
+}
+
 // api is a protected gRPC service (grpc's interop TestService) that records
 // the claims its handlers saw.
 type api struct {
 	testpb.UnimplementedTestServiceServer
 	mu     sync.Mutex
-	claims []string // subject of each handled call
+	claims []*usherv1.Claims // what each handled call saw, as it saw it
+	// scribble: each unary handler then changes the claims it got, in
+	// place, and reads them again into reread.
+	scribble bool
+	reread   []*usherv1.Claims
 }
 
 func (a *api) seen(ctx context.Context) error {
@@ -139,13 +126,45 @@ func (a *api) seen(ctx context.Context) error {
 		panic("handler ran without claims in the context")
 	}
 	a.mu.Lock()
-	a.claims = append(a.claims, c.GetSubject())
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	a.claims = append(a.claims, proto.CloneOf(c))
 	return nil
 }
 
 func (a *api) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	return &testpb.SimpleResponse{}, a.seen(ctx)
+	if err := a.seen(ctx); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.scribble {
+		c, _ := client.ClaimsFromContext(ctx)
+		scribble(c)
+		again, _ := client.ClaimsFromContext(ctx)
+		a.reread = append(a.reread, proto.CloneOf(again))
+	}
+	return &testpb.SimpleResponse{}, nil
+}
+
+// scribble changes every part of c a handler could reach, in place where it
+// can: a shallow copy would share the slices, the timestamps and Raw.
+func scribble(c *usherv1.Claims) {
+	c.Subject = "mallory"
+	if len(c.Audience) > 0 {
+		c.Audience[0] = "api/admin"
+	}
+	c.Audience = append(c.Audience, "api/evil")
+	if len(c.Scopes) > 0 {
+		c.Scopes[0] = "admin"
+	}
+	if c.ExpiresAt != nil {
+		c.ExpiresAt.Seconds += 365 * 24 * 3600
+	}
+	if c.Raw != nil {
+		for k := range c.Raw.Fields {
+			delete(c.Raw.Fields, k)
+		}
+	}
 }
 
 func (a *api) EmptyCall(context.Context, *testpb.Empty) (*testpb.Empty, error) {
@@ -172,6 +191,31 @@ func (a *api) handled() int {
 	return len(a.claims)
 }
 
+// subjects is the subject each handled call saw.
+func (a *api) subjects() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, len(a.claims))
+	for i, c := range a.claims {
+		out[i] = c.GetSubject()
+	}
+	return out
+}
+
+func (a *api) setScribble(on bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.scribble = on
+}
+
+// seenClaims returns what each handled call saw, and what the scribbling
+// handlers read again after changing it.
+func (a *api) seenClaims() (claims, reread []*usherv1.Claims) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*usherv1.Claims(nil), a.claims...), append([]*usherv1.Claims(nil), a.reread...)
+}
+
 // serveAPI starts the protected service on 127.0.0.1 with the interceptors
 // installed, and returns a client connection to it.
 func serveAPI(t testing.TB, authn *client.Authenticator) (testpb.TestServiceClient, *api, *grpc.ClientConn) {
@@ -188,10 +232,6 @@ func serveAPI(t testing.TB, authn *client.Authenticator) (testpb.TestServiceClie
 	testpb.RegisterTestServiceServer(gs, impl)
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := testkit.Dial(t, lis.Addr().String())
 	return testpb.NewTestServiceClient(conn), impl, conn
 }
