@@ -34,6 +34,27 @@ function loadTokenService() {
   return tokenServiceCtor;
 }
 
+// What each usher.v1.Reason of a rejection means to the caller: the HTTP status and the
+// RFC 6750 error ('' when the token is not at fault). The same list as internal/reasons,
+// whose JSON form examples/reasons.json usherAuth.test.js checks this against. A reason
+// not listed (UNSPECIFIED, VALID in a rejection, one a newer usher sends) fails closed
+// like an unavailable usher: UNKNOWN_REASON.
+const REJECTIONS = Object.freeze({
+  REASON_MALFORMED: { status: 401, error: 'invalid_token' },
+  REASON_UNSUPPORTED_ALGORITHM: { status: 401, error: 'invalid_token' },
+  REASON_UNTRUSTED_ISSUER: { status: 401, error: 'invalid_token' },
+  REASON_UNKNOWN_KEY: { status: 401, error: 'invalid_token' },
+  REASON_INVALID_SIGNATURE: { status: 401, error: 'invalid_token' },
+  REASON_WRONG_TOKEN_TYPE: { status: 401, error: 'invalid_token' },
+  REASON_EXPIRED: { status: 401, error: 'invalid_token' },
+  REASON_NOT_YET_VALID: { status: 401, error: 'invalid_token' },
+  REASON_MISSING_CLAIM: { status: 401, error: 'invalid_token' },
+  REASON_AUDIENCE_MISMATCH: { status: 401, error: 'invalid_token' },
+  REASON_INSUFFICIENT_SCOPE: { status: 403, error: 'insufficient_scope' },
+  REASON_KEYS_UNAVAILABLE: { status: 503, error: '' },
+});
+const UNKNOWN_REASON = Object.freeze({ status: 503, error: '' });
+
 const STATUS_NAME = Object.fromEntries(Object.entries(grpc.status).map(([k, v]) => [v, k]));
 
 class UsherAuthError extends Error {
@@ -218,20 +239,20 @@ class UsherAuth {
       : null;
     let description = `${reason}: ${resp.message}`;
     if (resp.hint) description += ` (hint: ${resp.hint})`;
-    let challenge = `Bearer realm="${headerSafe(this.realm)}"`;
     const opts = { hint: resp.hint, mismatch, verdict: resp };
+    const rule = Object.hasOwn(REJECTIONS, name) ? REJECTIONS[name] : UNKNOWN_REASON;
+    const Err = rule.status === 401 ? Unauthorized : rule.status === 403 ? Forbidden : ServiceUnavailable;
+    if (Err === ServiceUnavailable) return new ServiceUnavailable(reason, resp.message, opts); // not the token's fault: no challenge
 
-    if (name === 'REASON_INSUFFICIENT_SCOPE') {
+    let challenge = `Bearer realm="${headerSafe(this.realm)}"`;
+    if (rule.error) challenge += `, error="${rule.error}", error_description="${headerSafe(description)}"`;
+    if (rule.error === 'insufficient_scope') {
       const granted = new Set(mismatch ? mismatch.actual : []);
       const missing = (mismatch ? mismatch.expected : []).filter((s) => !granted.has(s));
-      challenge += `, error="insufficient_scope", error_description="${headerSafe(description)}", scope="${headerSafe(missing.join(' '))}"`;
-      return new Forbidden(reason, resp.message, { ...opts, wwwAuthenticate: challenge, missingScopes: missing });
+      challenge += `, scope="${headerSafe(missing.join(' '))}"`;
+      opts.missingScopes = missing;
     }
-    if (['REASON_KEYS_UNAVAILABLE', 'REASON_UNSPECIFIED', 'REASON_VALID'].includes(name) || typeof resp.reason !== 'string') {
-      return new ServiceUnavailable(reason, resp.message, opts);
-    }
-    challenge += `, error="invalid_token", error_description="${headerSafe(description)}"`;
-    return new Unauthorized(reason, resp.message, { ...opts, wwwAuthenticate: challenge });
+    return new Err(reason, resp.message, { ...opts, wwwAuthenticate: challenge });
   }
 }
 

@@ -1,5 +1,6 @@
 'use strict';
-// usherAuth against a real usher: `usher dev` (and `usher serve` for KEYS_UNAVAILABLE) started per test.
+// usherAuth against a real usher: `usher dev` (and `usher serve` for KEYS_UNAVAILABLE) started per test,
+// and against the table of reasons, ../reasons.json (without usher).
 //
 //   cd examples/node && npm ci && node --test
 //
@@ -119,6 +120,80 @@ function parseChallenge(value) {
   assert.ok(m, `not an RFC 6750 challenge: ${value}`);
   return { realm: m[1], error: m[2], description: m[3], scope: m[4] };
 }
+
+// reject() follows ../reasons.json (internal/reasons): every reason usher sends, and the fail-closed rest.
+describe('usherAuth against ../reasons.json', () => {
+  const table = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'reasons.json'), 'utf8'));
+  const rules = new Map(table.reasons.map((r) => [r.reason, r]));
+  // The reasons of usher.proto, as the helper's proto-loader sees them.
+  const protoReasons = (() => {
+    const protoLoader = require('@grpc/proto-loader');
+    const def = protoLoader.loadSync('usher/v1/usher.proto', { includeDirs: [path.join(REPO, 'proto')] });
+    return new Map(def['usher.v1.Reason'].type.value.map((v) => [v.name, v.number]));
+  })();
+  let a;
+  let method;
+
+  before(async () => {
+    a = createUsherAuth({ target: `127.0.0.1:${await closedPort()}`, audience: 'api/reasons' }); // never called
+    method = a.client.constructor.service.ValidateToken;
+  });
+  after(() => a && a.close());
+
+  // A rejection with this reason number, through the wire format as grpc-js hands it to check().
+  const verdict = (number) => method.responseDeserialize(method.responseSerialize({
+    valid: false, reason: number, message: 'why', hint: 'what to do',
+    mismatch: { claim: 'scope', expected: ['a.read', 'a.write'], actual: ['a.read'] },
+  }));
+
+  // [label, reason number, rule]: each reason of the table, each reason of the .proto, and unknowns.
+  const cases = () => {
+    const out = [];
+    for (const name of new Set([...rules.keys(), ...protoReasons.keys()])) {
+      assert.ok(protoReasons.has(name), `reasons.json names ${name}, which usher.proto does not`);
+      // A rejection that says VALID is not to be trusted: fail closed, like a reason not listed.
+      out.push([name, protoReasons.get(name), name === 'REASON_VALID' ? table.unknown : (rules.get(name) || table.unknown)]);
+    }
+    out.push(['REASON_999 (a newer usher)', 999, table.unknown]);
+    return out;
+  };
+
+  it('the table lists the reasons usher sends, and fails closed on the rest', () => {
+    assert.ok(rules.has('REASON_INSUFFICIENT_SCOPE') && rules.has('REASON_AUDIENCE_MISMATCH'));
+    assert.ok(!rules.has('REASON_UNSPECIFIED'));
+    assert.equal(rules.size, table.reasons.length, 'a reason listed twice');
+    assert.equal(table.unknown.http_status, 503);
+    assert.equal(table.unknown.bearer_error, '');
+  });
+
+  it('reject() maps every reason as reasons.json says', () => {
+    const classes = { 401: Unauthorized, 403: Forbidden, 503: ServiceUnavailable };
+    const all = cases();
+    assert.ok(all.length >= table.reasons.length + 2);
+    for (const [label, number, rule] of all) {
+      const what = `${label} (${number})`;
+      const err = a.reject(verdict(number));
+      assert.equal(err.status, rule.http_status, what);
+      assert.ok(err instanceof classes[rule.http_status], `${what}: ${err.name}`);
+      if (err.status === 401) assert.ok(err.wwwAuthenticate, `${what}: 401 without www-authenticate (RFC 7235 section 3.1)`);
+      const params = {};
+      if (err.wwwAuthenticate != null) {
+        const m = /^Bearer realm="[^"\\]*"((?:, [a-z_]+="[^"\\]*")*)$/.exec(err.wwwAuthenticate);
+        assert.ok(m, `${what}: not an RFC 6750 challenge: ${err.wwwAuthenticate}`);
+        for (const [, k, v] of m[1].matchAll(/, ([a-z_]+)="([^"\\]*)"/g)) params[k] = v;
+        assert.equal(err.headers['www-authenticate'], err.wwwAuthenticate, what);
+      }
+      assert.equal(params.error ?? '', rule.bearer_error, `${what}: ${err.wwwAuthenticate}`);
+      if (rule.bearer_error) assert.ok(params.error_description, `${what}: ${err.wwwAuthenticate}`);
+      if (rule.bearer_error === 'insufficient_scope') {
+        assert.equal(params.scope, 'a.write', `${what}: ${err.wwwAuthenticate}`);
+        assert.deepEqual(err.missingScopes, ['a.write'], what);
+      } else {
+        assert.equal(params.scope, undefined, `${what}: ${err.wwwAuthenticate}`);
+      }
+    }
+  });
+});
 
 describe('usherAuth against usher dev', { timeout: TEST_TIMEOUT_MS }, () => {
   let usher;

@@ -1,4 +1,5 @@
-"""usher_auth against a real usher: `usher dev` (and `usher serve` for KEYS_UNAVAILABLE) started per test.
+"""usher_auth against a real usher: `usher dev` (and `usher serve` for KEYS_UNAVAILABLE) started per test,
+and against the table of reasons, ../reasons.json (ReasonsTableTest, without usher).
 
     cd examples/python && /usr/bin/python3 -m unittest -v
 
@@ -116,6 +117,87 @@ class UsherProcess:
             t.join(timeout=STOP_TIMEOUT)
         for stream in (self.proc.stdout, self.proc.stderr):
             stream.close()
+
+
+REASONS_JSON = os.path.join(HERE, "..", "reasons.json")
+CHALLENGE = re.compile(r'Bearer realm="[^"\\]*"((?:, [a-z_]+="[^"\\]*")*)')
+PARAM = re.compile(r', ([a-z_]+)="([^"\\]*)"')
+
+
+class ReasonsTableTest(unittest.TestCase):
+    """_reject follows ../reasons.json (internal/reasons): every reason usher sends, and the fail-closed rest."""
+
+    @classmethod
+    def setUpClass(cls):
+        with open(REASONS_JSON) as f:
+            cls.table = json.load(f)
+        cls.pb2, _ = usher_auth.load_stubs()
+        cls.auth = UsherAuth("127.0.0.1:%d" % closed_port(), "api/reasons")  # never called
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.auth.close()
+
+    def verdict(self, number):
+        """A rejection with this reason number, through the wire format as grpc hands it to check()."""
+        pb2 = self.pb2
+        resp = pb2.ValidateTokenResponse(
+            valid=False, reason=number, message="why", hint="what to do",
+            mismatch=pb2.Mismatch(claim="scope", expected=["a.read", "a.write"], actual=["a.read"]))
+        return pb2.ValidateTokenResponse.FromString(resp.SerializeToString())
+
+    def cases(self):
+        """(label, reason number, rule): each reason of the table, each reason of the .proto, and unknowns."""
+        rules = {r["reason"]: r for r in self.table["reasons"]}
+        unknown = self.table["unknown"]
+        names = list(rules) + [n for n in self.pb2.Reason.keys() if n not in rules]
+        for name in names:
+            try:
+                number = self.pb2.Reason.Value(name)
+            except ValueError:
+                self.fail("reasons.json names %s, which usher.proto does not" % name)
+            # A rejection that says VALID is not to be trusted: fail closed, like a reason not listed.
+            rule = unknown if name == "REASON_VALID" else rules.get(name, unknown)
+            yield name, number, rule
+        yield "REASON_999 (a newer usher)", 999, unknown
+
+    def test_table_is_complete(self):
+        names = [r["reason"] for r in self.table["reasons"]]
+        self.assertIn("REASON_INSUFFICIENT_SCOPE", names)
+        self.assertIn("REASON_AUDIENCE_MISMATCH", names)
+        self.assertNotIn("REASON_UNSPECIFIED", names)
+        self.assertEqual(len(names), len(set(names)))
+        self.assertEqual(self.table["unknown"]["http_status"], 503)
+        self.assertEqual(self.table["unknown"]["bearer_error"], "")
+
+    def test_reject_follows_reasons_json(self):
+        classes = {401: Unauthorized, 403: Forbidden, 503: ServiceUnavailable}
+        seen = 0
+        for label, number, rule in self.cases():
+            with self.subTest(reason=label):
+                seen += 1
+                e = self.auth._reject(self.verdict(number))
+                self.assertEqual(e.status, rule["http_status"])
+                self.assertIs(type(e), classes[rule["http_status"]])
+                self.assertTrue(e.status_line.startswith("%d " % rule["http_status"]))
+                if e.status == 401:
+                    self.assertTrue(e.www_authenticate, "401 without WWW-Authenticate (RFC 7235 section 3.1)")
+                if e.www_authenticate is None:
+                    params = {}
+                else:
+                    m = CHALLENGE.fullmatch(e.www_authenticate)
+                    self.assertIsNotNone(m, "not an RFC 6750 challenge: %r" % e.www_authenticate)
+                    params = dict(PARAM.findall(m.group(1)))
+                    self.assertIn(("WWW-Authenticate", e.www_authenticate), e.headers)
+                self.assertEqual(params.get("error", ""), rule["bearer_error"], e.www_authenticate)
+                if rule["bearer_error"]:
+                    self.assertTrue(params.get("error_description"), e.www_authenticate)
+                if rule["bearer_error"] == "insufficient_scope":
+                    self.assertEqual(params.get("scope"), "a.write", e.www_authenticate)
+                    self.assertEqual(e.missing_scopes, ["a.write"])
+                else:
+                    self.assertNotIn("scope", params)
+        self.assertGreaterEqual(seen, len(self.table["reasons"]) + 2)
 
 
 class UsherAuthTest(unittest.TestCase):

@@ -163,6 +163,28 @@ class ServiceUnavailable(UsherAuthError):
     title = "Service Unavailable"
 
 
+# What each usher.v1.Reason of a rejection means to the caller: (HTTP status, RFC 6750
+# error, "" when the token is not at fault). The same list as internal/reasons, whose
+# JSON form examples/reasons.json test_usher_auth checks this against. A reason not
+# listed (UNSPECIFIED, VALID in a rejection, one a newer usher sends) fails closed
+# like an unavailable usher: _UNKNOWN.
+_REJECTIONS = {
+    "REASON_MALFORMED": (401, "invalid_token"),
+    "REASON_UNSUPPORTED_ALGORITHM": (401, "invalid_token"),
+    "REASON_UNTRUSTED_ISSUER": (401, "invalid_token"),
+    "REASON_UNKNOWN_KEY": (401, "invalid_token"),
+    "REASON_INVALID_SIGNATURE": (401, "invalid_token"),
+    "REASON_WRONG_TOKEN_TYPE": (401, "invalid_token"),
+    "REASON_EXPIRED": (401, "invalid_token"),
+    "REASON_NOT_YET_VALID": (401, "invalid_token"),
+    "REASON_MISSING_CLAIM": (401, "invalid_token"),
+    "REASON_AUDIENCE_MISMATCH": (401, "invalid_token"),
+    "REASON_INSUFFICIENT_SCOPE": (403, "insufficient_scope"),
+    "REASON_KEYS_UNAVAILABLE": (503, ""),
+}
+_UNKNOWN = (503, "")
+
+
 def _header_safe(s):
     """Printable ASCII without quotes or backslashes, as RFC 6750 requires of error_description."""
     return "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "'" for c in s)
@@ -276,20 +298,21 @@ class UsherAuth:
         description = reason + ": " + resp.message
         if resp.hint:
             description += " (hint: " + resp.hint + ")"
-        challenge = 'Bearer realm="%s"' % _header_safe(self.realm)
         kw = dict(hint=resp.hint, mismatch=mismatch, verdict=resp)
+        status, error = _REJECTIONS.get(name, _UNKNOWN)
+        cls = {401: Unauthorized, 403: Forbidden}.get(status, ServiceUnavailable)
+        if cls is ServiceUnavailable:  # not the token's fault: no challenge
+            return ServiceUnavailable(reason, resp.message, **kw)
 
-        if resp.reason == pb2.REASON_INSUFFICIENT_SCOPE:
+        challenge = 'Bearer realm="%s"' % _header_safe(self.realm)
+        if error:
+            challenge += ', error="%s", error_description="%s"' % (error, _header_safe(description))
+        if error == "insufficient_scope":
             granted = set(mismatch["actual"]) if mismatch else set()
             missing = [s for s in (mismatch["expected"] if mismatch else []) if s not in granted]
-            challenge += ', error="insufficient_scope", error_description="%s", scope="%s"' % (
-                _header_safe(description), _header_safe(" ".join(missing)))
-            return Forbidden(reason, resp.message, www_authenticate=challenge, missing_scopes=missing, **kw)
-        if resp.reason in (pb2.REASON_KEYS_UNAVAILABLE, pb2.REASON_UNSPECIFIED, pb2.REASON_VALID) \
-                or not name.startswith("REASON_"):
-            return ServiceUnavailable(reason, resp.message, **kw)
-        challenge += ', error="invalid_token", error_description="%s"' % _header_safe(description)
-        return Unauthorized(reason, resp.message, www_authenticate=challenge, **kw)
+            challenge += ', scope="%s"' % _header_safe(" ".join(missing))
+            kw["missing_scopes"] = missing
+        return cls(reason, resp.message, www_authenticate=challenge, **kw)
 
     def _claims(self, c):
         from google.protobuf import json_format
