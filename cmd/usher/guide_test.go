@@ -3,12 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"flag"
 	"log/slog"
 	"net"
@@ -19,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwk"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/usher-dev/usher/grpcapi"
+	"github.com/usher-dev/usher/internal/testkit"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
@@ -37,76 +32,31 @@ const (
 	stagingIssuer = "https://auth.staging.example.com/"
 )
 
-// guideKey signs the guide's tokens by hand, so that every byte is chosen.
-type guideKey struct {
-	kid  string
-	priv *rsa.PrivateKey
-}
-
-func (k guideKey) sign(t *testing.T, header map[string]any, claims map[string]any) string {
-	t.Helper()
-	enc := func(v any) string {
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return base64.RawURLEncoding.EncodeToString(b)
-	}
-	input := enc(header) + "." + enc(claims)
-	h := sha256.Sum256([]byte(input))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, k.priv, crypto.SHA256, h[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return input + "." + base64.RawURLEncoding.EncodeToString(sig)
-}
-
-func (k guideKey) token(t *testing.T, kv ...any) string {
+// guideToken is a token of prodIssuer signed by k, with the header
+// {"alg":"RS256","kid":…,"typ":"at+jwt"} and the guide's claims, changed by
+// name/value pairs (a value of testkit.Absent removes the claim).
+func guideToken(t *testing.T, k *testkit.Key, kv ...any) string {
 	t.Helper()
 	c := map[string]any{
 		"iss": prodIssuer, "sub": "svc-billing-ui", "aud": "api/users", "client_id": "billing-ui",
 		"scope": "users.read", "iat": guideNow.Add(-10 * time.Minute).Unix(), "exp": guideNow.Add(50 * time.Minute).Unix(),
 	}
 	for i := 0; i < len(kv); i += 2 {
-		if kv[i+1] == nil {
+		if kv[i+1] == testkit.Absent {
 			delete(c, kv[i].(string))
 		} else {
 			c[kv[i].(string)] = kv[i+1]
 		}
 	}
-	return k.sign(t, map[string]any{"alg": "RS256", "kid": k.kid, "typ": "at+jwt"}, c)
+	return testkit.Sign(t, map[string]any{"alg": "RS256", "kid": k.KID, "typ": "at+jwt"}, c, "RS256", k.Priv)
 }
 
-func newGuideKey(t *testing.T, kid string) guideKey {
+// guideKey is an RSA key whose JWK publishes "alg": "RS256".
+func guideKey(t *testing.T, kid string) *testkit.Key {
 	t.Helper()
-	priv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return guideKey{kid: kid, priv: priv}
-}
-
-func writeKeySet(t *testing.T, keys ...guideKey) string {
-	t.Helper()
-	set := jwk.NewSet()
-	for _, k := range keys {
-		pub, err := jwk.Import(&k.priv.PublicKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = pub.Set(jwk.KeyIDKey, k.kid)
-		_ = pub.Set(jwk.AlgorithmKey, "RS256")
-		_ = set.AddKey(pub)
-	}
-	b, err := json.Marshal(set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "jwks.json")
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	k := testkit.RSAKey(t, kid)
+	k.JWKAlg = "RS256"
+	return k
 }
 
 // guideCase is one example of the troubleshooting guide: a token, what it
@@ -126,14 +76,14 @@ type guideCase struct {
 func TestTroubleshootingGuide(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	prod, staging := newGuideKey(t, "prod-2026-11"), newGuideKey(t, "staging-2026-11")
+	prod, staging := guideKey(t, "prod-2026-11"), guideKey(t, "staging-2026-11")
 	cfg := &service.Config{
 		Issuers: []service.IssuerConfig{
-			{Issuer: prodIssuer, JWKSFile: writeKeySet(t, prod), TokenType: "at+jwt"},
-			{Issuer: stagingIssuer, JWKSFile: writeKeySet(t, staging)},
-			{Issuer: "https://auth.partner.example/", JWKSURI: "http://127.0.0.1:9/jwks.json", FetchTimeout: service.Duration(2 * time.Second)},
+			{Issuer: prodIssuer, JWKSFile: testkit.WriteJWKS(t, prod), TokenType: "at+jwt"},
+			{Issuer: stagingIssuer, JWKSFile: testkit.WriteJWKS(t, staging)},
+			{Issuer: "https://auth.partner.example/", JWKSURI: "http://127.0.0.1:9/jwks.json", FetchTimeout: 2 * time.Second},
 		},
-		Audiences: []service.AudienceConfig{{Audience: "api/users", Name: "Users API"}, {Audience: "api/invoices", Name: "Invoices API"}},
+		Audiences: []service.KnownAudience{{Audience: "api/users", Name: "Users API"}, {Audience: "api/invoices", Name: "Invoices API"}},
 	}
 	v, err := service.NewValidator(ctx, cfg, service.WithClock(func() time.Time { return guideNow }), service.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -147,36 +97,31 @@ func TestTroubleshootingGuide(t *testing.T) {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	service.Register(ctx, gs, v, nil)
+	grpcapi.Register(ctx, gs, v, nil)
 	go func() { _ = gs.Serve(lis) }()
 	defer gs.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := usherv1.NewTokenServiceClient(conn)
+	c := usherv1.NewTokenServiceClient(testkit.Dial(t, lis.Addr().String()))
 
-	partner := newGuideKey(t, "p-1")
+	partner := guideKey(t, "p-1")
 	cases := []guideCase{
-		{name: "audience-mismatch", token: prod.token(t), audience: "api/invoices"},
-		{name: "audience-near-miss", token: prod.token(t, "aud", "api/invoices/"), audience: "api/invoices"},
-		{name: "id-token", token: prod.sign(t, map[string]any{"alg": "RS256", "kid": prod.kid, "typ": "JWT"}, map[string]any{
+		{name: "audience-mismatch", token: guideToken(t, prod), audience: "api/invoices"},
+		{name: "audience-near-miss", token: guideToken(t, prod, "aud", "api/invoices/"), audience: "api/invoices"},
+		{name: "id-token", token: testkit.Sign(t, map[string]any{"alg": "RS256", "kid": prod.KID, "typ": "JWT"}, map[string]any{
 			"iss": prodIssuer, "sub": "user-7", "aud": "billing-ui", "azp": "billing-ui", "nonce": "n-0S6_WzA2Mj",
-			"iat": guideNow.Add(-time.Minute).Unix(), "exp": guideNow.Add(time.Hour).Unix()}), audience: "api/invoices"},
-		{name: "expired", token: prod.token(t, "aud", "api/invoices", "exp", guideNow.Add(-3*time.Minute).Unix()), audience: "api/invoices"},
-		{name: "not-yet-valid", token: prod.token(t, "aud", "api/invoices", "iat", guideNow.Add(4*time.Minute).Unix()), audience: "api/invoices"},
-		{name: "missing-claim", token: prod.token(t, "aud", "api/invoices", "exp", nil), audience: "api/invoices"},
-		{name: "insufficient-scope", token: prod.token(t, "aud", "api/invoices", "scope", "invoices.read"), audience: "api/invoices", scopes: []string{"invoices.read", "invoices.write"}},
-		{name: "unknown-key", token: staging.sign(t, map[string]any{"alg": "RS256", "kid": staging.kid, "typ": "at+jwt"}, map[string]any{
-			"iss": prodIssuer, "aud": "api/invoices", "iat": guideNow.Add(-time.Minute).Unix(), "exp": guideNow.Add(time.Hour).Unix()}), audience: "api/invoices"},
-		{name: "untrusted-issuer", token: prod.token(t, "iss", "https://auth.example.com"), audience: "api/users"},
+			"iat": guideNow.Add(-time.Minute).Unix(), "exp": guideNow.Add(time.Hour).Unix()}, "RS256", prod.Priv), audience: "api/invoices"},
+		{name: "expired", token: guideToken(t, prod, "aud", "api/invoices", "exp", guideNow.Add(-3*time.Minute).Unix()), audience: "api/invoices"},
+		{name: "not-yet-valid", token: guideToken(t, prod, "aud", "api/invoices", "iat", guideNow.Add(4*time.Minute).Unix()), audience: "api/invoices"},
+		{name: "missing-claim", token: guideToken(t, prod, "aud", "api/invoices", "exp", testkit.Absent), audience: "api/invoices"},
+		{name: "insufficient-scope", token: guideToken(t, prod, "aud", "api/invoices", "scope", "invoices.read"), audience: "api/invoices", scopes: []string{"invoices.read", "invoices.write"}},
+		{name: "unknown-key", token: testkit.Sign(t, map[string]any{"alg": "RS256", "kid": staging.KID, "typ": "at+jwt"}, map[string]any{
+			"iss": prodIssuer, "aud": "api/invoices", "iat": guideNow.Add(-time.Minute).Unix(), "exp": guideNow.Add(time.Hour).Unix()}, "RS256", staging.Priv), audience: "api/invoices"},
+		{name: "untrusted-issuer", token: guideToken(t, prod, "iss", "https://auth.example.com"), audience: "api/users"},
 		{name: "unsupported-algorithm", token: "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"https://auth.example.com/","aud":"api/users"}`)) + ".", audience: "api/users"},
-		{name: "invalid-signature", token: tamperSignature(prod.token(t)), audience: "api/users"},
+		{name: "invalid-signature", token: tamperSignature(guideToken(t, prod)), audience: "api/users"},
 		{name: "malformed", token: "eyJhbGciOiJSU0EtT0FFUCIsImVuYyI6IkEyNTZHQ00ifQ.OKOawDo13gRp2ojaHV7LFpZcgV7T6DVZKTyKOMTYUmKoTCVJRgckCL9kiMT03JGe.48V1_ALb6US04U3b.5eym8TW_c8SuK0ltJ3rpYIzOeDQz7TALvtu6UG9oMo4vpzs9tX_EFShS8iB7j6jiSdiwkIr3ajwQzaBtQD_A.XFBoMYUZodetZdvTiFvSkQ", audience: "api/users"},
-		{name: "keys-unavailable", token: partner.sign(t, map[string]any{"alg": "RS256", "kid": "p-1"}, map[string]any{"iss": "https://auth.partner.example/", "aud": "api/users"}), audience: "api/users"},
-		{name: "valid", token: prod.token(t), audience: "api/users", scopes: []string{"users.read"}},
-		{name: "inspect", token: prod.token(t), inspect: true},
+		{name: "keys-unavailable", token: testkit.Sign(t, map[string]any{"alg": "RS256", "kid": "p-1"}, map[string]any{"iss": "https://auth.partner.example/", "aud": "api/users"}, "RS256", partner.Priv), audience: "api/users"},
+		{name: "valid", token: guideToken(t, prod), audience: "api/users", scopes: []string{"users.read"}},
+		{name: "inspect", token: guideToken(t, prod), inspect: true},
 	}
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {

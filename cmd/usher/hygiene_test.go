@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-dev/usher/internal/testkit"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
@@ -48,25 +46,12 @@ func TestServe_SecretsStayOutOfLogsAndMetrics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	key := newGuideKey(t, "hyg-1")
-	attacker := newGuideKey(t, "hyg-1")
-	modulus := base64.RawURLEncoding.EncodeToString(key.priv.N.Bytes())
-	jwksBody, err := json.Marshal(map[string]any{"keys": []any{map[string]any{
-		"kty": "RSA", "kid": key.kid, "alg": "RS256", "use": "sig", "n": modulus, "e": "AQAB",
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwksSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/jwks.json" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(jwksBody)
-	}))
-	defer jwksSrv.Close()
-	iss := jwksSrv.URL
+	key := testkit.RSAKey(t, "hyg-1")
+	key.JWKAlg, key.Use = "RS256", "sig"
+	attacker := testkit.RSAKey(t, "hyg-1")
+	modulus := key.JWK()["n"].(string)
+	issuer := testkit.NewIssuer(t, key)
+	iss := issuer.URL()
 
 	conf := fmt.Sprintf(`listen: "127.0.0.1:0"
 metrics_listen: "127.0.0.1:0"
@@ -76,13 +61,13 @@ issuers:
 audiences:
   - audience: api/users
     name: Users API
-`, iss, iss+"/jwks.json")
+`, iss, issuer.JWKSURI())
 	path := filepath.Join(t.TempDir(), "usher.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.SyncBuffer
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
@@ -108,11 +93,14 @@ audiences:
 	claims := func(sub, aud string) map[string]any {
 		return map[string]any{"iss": iss, "sub": sub, "aud": aud, "scope": "users.read", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "jti": sub}
 	}
-	header := map[string]any{"alg": "RS256", "kid": key.kid, "typ": "at+jwt"}
-	valid := key.sign(t, header, claims("valid", "api/users"))
-	wrongAud := key.sign(t, header, claims("wrong-aud", "api/invoices"))
-	forged := attacker.sign(t, header, claims("forged", "api/users"))
-	malformed := key.sign(t, header, claims("malformed", "api/users")) + ".x"
+	header := map[string]any{"alg": "RS256", "kid": key.KID, "typ": "at+jwt"}
+	sign := func(k *testkit.Key, claims map[string]any) string {
+		return testkit.Sign(t, header, claims, "RS256", k.Priv)
+	}
+	valid := sign(key, claims("valid", "api/users"))
+	wrongAud := sign(key, claims("wrong-aud", "api/invoices"))
+	forged := sign(attacker, claims("forged", "api/users"))
+	malformed := sign(key, claims("malformed", "api/users")) + ".x"
 
 	call := func(tok string, want usherv1.Reason) {
 		t.Helper()

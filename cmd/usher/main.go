@@ -1,10 +1,17 @@
 // Command usher is the central token-validation service and its tools.
 //
-//	usher serve --config FILE      the service
-//	usher dev [--listen ADDR]      the zero-set-up default: embedded dev issuer + validator on loopback
-//	usher mint --audience A ...    a dev token from the running `usher dev`
-//	usher validate --audience A TOKEN
-//	usher inspect TOKEN
+//	usher serve --config FILE                   serve usher.v1.TokenService with the given config
+//	usher dev [--listen 127.0.0.1:50051]        embedded dev issuer and validator on loopback, no config
+//	usher mint --audience A [--scope S]... [--ttl D] [--kid K]
+//	                                            a dev token from the running usher dev (stdout alone)
+//	usher validate --audience A [--scope S]... TOKEN
+//	                                            ask a running usher; exit 0 only when valid
+//	usher inspect TOKEN                         decode a token and show what usher makes of it
+//	usher doctor --config FILE | --addr ADDR    check issuers, keys and audiences for real; exit 1 on a problem
+//
+// The list is the commands table below, as "usher help" prints it (a test
+// keeps the two equal). Client commands take --addr (default
+// 127.0.0.1:50051) and --json; a TOKEN of - reads stdin.
 package main
 
 import (
@@ -15,6 +22,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -52,49 +60,79 @@ func exitCode(err error, stderr io.Writer) int {
 	}
 }
 
-const usage = `usher: a central gRPC token-validation service that says exactly why a token is rejected.
+// command is one subcommand: the commands table below drives dispatch, the
+// usage text and (checked by a test) the package documentation.
+type command struct {
+	name     string
+	synopsis string // how it is called
+	summary  string // what it does, one line
+	run      func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error
+}
 
-Commands:
-  usher serve --config FILE                  serve usher.v1.TokenService with the given config
-  usher dev [--listen 127.0.0.1:50051]       embedded dev issuer and validator on loopback, no config
-  usher mint --audience A [--scope S]...     a dev token from the running usher dev (stdout alone)
-             [--ttl D] [--kid K]
-  usher validate --audience A [--scope S]... TOKEN
-                                             ask a running usher; exit 0 only when valid
-  usher inspect TOKEN                        decode a token and show what usher makes of it
-  usher doctor --config FILE | --addr ADDR   check issuers, keys and audiences for real; exit 1 on a problem
+var commands = []command{
+	{"serve", "usher serve --config FILE", "serve usher.v1.TokenService with the given config",
+		func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+			return runServe(ctx, args, stdout, stderr)
+		}},
+	{"dev", "usher dev [--listen 127.0.0.1:50051]", "embedded dev issuer and validator on loopback, no config",
+		func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+			return runDev(ctx, args, stdout, stderr)
+		}},
+	{"mint", "usher mint --audience A [--scope S]... [--ttl D] [--kid K]", "a dev token from the running usher dev (stdout alone)",
+		func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+			return runMint(ctx, args, stdout, stderr)
+		}},
+	{"validate", "usher validate --audience A [--scope S]... TOKEN", "ask a running usher; exit 0 only when valid", runValidate},
+	{"inspect", "usher inspect TOKEN", "decode a token and show what usher makes of it", runInspect},
+	{"doctor", "usher doctor --config FILE | --addr ADDR", "check issuers, keys and audiences for real; exit 1 on a problem",
+		func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+			return runDoctor(ctx, args, stdout, stderr)
+		}},
+}
 
-Client commands take --addr (default 127.0.0.1:50051) and --json; a TOKEN of - reads stdin.
-Run "usher COMMAND -h" for a command's flags.
-`
+// synopsisWidth is the column the summaries start at in the command list.
+const synopsisWidth = 44
+
+// commandList is the command table as text, one command a line (a long
+// synopsis puts its summary on the next line).
+func commandList(indent string) string {
+	var b strings.Builder
+	for _, c := range commands {
+		if len(c.synopsis) < synopsisWidth {
+			fmt.Fprintf(&b, "%s%-*s%s\n", indent, synopsisWidth, c.synopsis, c.summary)
+		} else {
+			fmt.Fprintf(&b, "%s%s\n%s%*s%s\n", indent, c.synopsis, indent, synopsisWidth, "", c.summary)
+		}
+	}
+	return b.String()
+}
+
+func usage() string {
+	return "usher: a central gRPC token-validation service that says exactly why a token is rejected.\n\nCommands:\n" +
+		commandList("  ") +
+		"\nClient commands take --addr (default 127.0.0.1:50051) and --json; a TOKEN of - reads stdin.\n" +
+		"Run \"usher COMMAND -h\" for a command's flags.\n"
+}
 
 // run is the whole program; main only wires signals and the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return usageError{"no command given"}
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "serve":
-		return runServe(ctx, rest, stdout, stderr)
-	case "dev":
-		return runDev(ctx, rest, stdout, stderr)
-	case "mint":
-		return runMint(ctx, rest, stdout, stderr)
-	case "validate":
-		return runValidate(ctx, rest, stdin, stdout, stderr)
-	case "inspect":
-		return runInspect(ctx, rest, stdin, stdout, stderr)
-	case "doctor":
-		return runDoctor(ctx, rest, stdout, stderr)
+	name, rest := args[0], args[1:]
+	switch name {
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage())
 		return nil
-	default:
-		fmt.Fprint(stderr, usage)
-		return usageError{fmt.Sprintf("unknown command %q", cmd)}
 	}
+	for _, c := range commands {
+		if c.name == name {
+			return c.run(ctx, rest, stdin, stdout, stderr)
+		}
+	}
+	fmt.Fprint(stderr, usage())
+	return usageError{fmt.Sprintf("unknown command %q", name)}
 }
 
 // parseFlags parses flags that may come before or after positional

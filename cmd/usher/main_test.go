@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,26 +21,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/usher-dev/usher/internal/devissuer"
+	"github.com/usher-dev/usher/internal/testkit"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 )
-
-// syncBuffer is an io.Writer the test can read while run writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var (
 	addrRE     = regexp.MustCompile(`(?m)^  gRPC\s+(\S+)`)
@@ -114,7 +96,7 @@ func runCmd(t *testing.T, args ...string) (string, error) {
 // it over real gRPC and with the client commands, as a user would.
 func TestDev_EndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"dev", "--listen", "127.0.0.1:0"}, strings.NewReader(""), &stdout, &stderr)
@@ -250,6 +232,21 @@ func TestServe_RejectsBadConfigWithOneLinePerProblem(t *testing.T) {
 	if !strings.Contains(lines[0], path) || !strings.Contains(err.Error(), "issuers[0].jwks_uri") || !strings.Contains(err.Error(), "issuers[0].algorithms") {
 		t.Errorf("error does not name the file and the keys:\n%s", err)
 	}
+	// What main prints: "usher:" once, at the start of the first line, then
+	// the file and a problem a line.
+	if code := exitCode(err, &stderr); code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	printed := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+	if len(printed) != 2 || !strings.HasPrefix(printed[0], "usher: config "+path+": issuers[0].") || !strings.HasPrefix(printed[1], "issuers[0].") {
+		t.Errorf("stderr is not one line per problem, the first prefixed \"usher: config FILE: \":\n%s", stderr.String())
+	}
+	for _, line := range printed {
+		if n := strings.Count(line, "usher:"); n > 1 {
+			t.Errorf("stderr line prefixed %d times with usher: %q", n, line)
+		}
+	}
+	stderr.Reset()
 
 	if err := os.WriteFile(path, []byte("issuers:\n  - issuer: x\n    jwks_url: https://x/\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -257,6 +254,17 @@ func TestServe_RejectsBadConfigWithOneLinePerProblem(t *testing.T) {
 	err = run(context.Background(), []string{"serve", "--config", path}, nil, io.Discard, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "jwks_url") {
 		t.Errorf("a misspelt key must be refused by name, got %v", err)
+	}
+	stderr.Reset()
+	exitCode(err, &stderr)
+	if want := "usher: config " + path + ": issuers[0].jwks_url: unknown key"; !strings.HasPrefix(stderr.String(), want) || strings.Count(stderr.String(), "usher:") != 1 {
+		t.Errorf("stderr of a misspelt key: want one line starting %q, got:\n%s", want, stderr.String())
+	}
+	stderr.Reset()
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	exitCode(run(context.Background(), []string{"serve", "--config", missing}, nil, io.Discard, &stderr), &stderr)
+	if want := "usher: config: open " + missing + ": "; !strings.HasPrefix(stderr.String(), want) || strings.Count(stderr.String(), "usher:") != 1 {
+		t.Errorf("stderr of a missing config file: want one line starting %q, got:\n%s", want, stderr.String())
 	}
 	if code := exitCode(run(context.Background(), []string{"serve"}, nil, io.Discard, io.Discard), io.Discard); code != 2 {
 		t.Errorf("serve without --config: exit %d, want 2", code)
@@ -275,14 +283,14 @@ func TestBinary_DevAndSignal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr testkit.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -334,7 +342,7 @@ func TestBinary_ServeReloadsOnSIGHUP(t *testing.T) {
 	conf := func(name string) []byte { return namedAudienceConfig(iss, name) }
 	writeFile(t, path, conf("Users API"))
 	cmd := exec.Command(buildUsher(t), "serve", "--config", path)
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

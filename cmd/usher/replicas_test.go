@@ -23,22 +23,49 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-dev/usher/client"
+	"github.com/usher-dev/usher/internal/config"
 	"github.com/usher-dev/usher/internal/devissuer"
-	"github.com/usher-dev/usher/service"
+	"github.com/usher-dev/usher/internal/testkit"
 )
 
-// Shape of the replica load: bounded in goroutines, time and calls.
+// Shape of the replica load: bounded in goroutines, time and calls. Its
+// steps follow the load's own counts, never the wall clock.
 const (
 	replicaCount       = 3
 	replicaWorkers     = 4
-	replicaKillAt      = 2 * time.Second // into the load
-	replicaDownFor     = 300 * time.Millisecond
-	replicaMinLoad     = 6 * time.Second  // the load runs at least this long
-	replicaMaxLoad     = 12 * time.Second // and never longer
+	replicaKillAfter   = 1000             // successful calls of the load before the kill
+	replicaWantDown    = 100              // successful calls, started once the victim was gone, before its restart
+	replicaWantServed  = 20               // calls the restarted replica serves before the load stops
+	replicaMaxLoad     = 20 * time.Second // a step not reached by then fails the test
 	replicaCallTimeout = 2 * time.Second
 	replicaMaxCalls    = 200_000 // per worker
-	replicaWantServed  = 20      // calls the restarted replica must serve before the load may stop early
 )
+
+// milestone is a count of the load's calls; done is closed when it
+// reaches want.
+type milestone struct {
+	n    atomic.Int64
+	want int64
+	done chan struct{}
+}
+
+func newMilestone(want int64) *milestone { return &milestone{want: want, done: make(chan struct{})} }
+
+func (m *milestone) add() {
+	if m.n.Add(1) == m.want {
+		close(m.done)
+	}
+}
+
+// await returns once m is reached, and fails the test when ctx ends first.
+func (m *milestone) await(t *testing.T, ctx context.Context, what string) {
+	t.Helper()
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+		t.Fatalf("%s: %d of %d calls when the load's time (%v) ran out", what, m.n.Load(), m.want, replicaMaxLoad)
+	}
+}
 
 // replicaProc is one `usher serve` process on a fixed loopback port.
 type replicaProc struct {
@@ -46,15 +73,15 @@ type replicaProc struct {
 	config string
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once the process is gone
-	stderr *syncBuffer
+	stderr *testkit.SyncBuffer
 }
 
 // startReplica starts `usher serve --config` and stops it (SIGKILL) in
 // t.Cleanup if it is still running then.
-func startReplica(t *testing.T, bin, addr, config string) *replicaProc {
+func startReplica(t *testing.T, bin, addr, configPath string) *replicaProc {
 	t.Helper()
-	p := &replicaProc{addr: addr, config: config, exited: make(chan struct{}), stderr: &syncBuffer{}}
-	p.cmd = exec.Command(bin, "serve", "--config", config, "--log-level", "warn")
+	p := &replicaProc{addr: addr, config: configPath, exited: make(chan struct{}), stderr: &testkit.SyncBuffer{}}
+	p.cmd = exec.Command(bin, "serve", "--config", configPath, "--log-level", "warn")
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start usher serve on %s: %v", addr, err)
@@ -212,7 +239,7 @@ func TestReplicas_RoundRobinSurvivesKill(t *testing.T) {
 	for i, addr := range addrs {
 		conf := fmt.Sprintf("listen: %q\nissuers:\n  - issuer: %q\n    jwks_uri: %q\n    token_type: at+jwt\naudiences:\n  - audience: api/users\n    name: Users API\n",
 			addr, iss.URL(), iss.JWKSURL())
-		if _, err := service.ParseConfig([]byte(conf)); err != nil {
+		if _, err := config.Parse([]byte(conf)); err != nil {
 			t.Fatalf("replica config:\n%s\n%v", conf, err)
 		}
 		path := filepath.Join(dir, fmt.Sprintf("usher-%d.yaml", i))
@@ -246,12 +273,15 @@ func TestReplicas_RoundRobinSurvivesKill(t *testing.T) {
 
 	victim := procs[1]
 	var (
-		t0          = time.Now()
-		restartedAt atomic.Int64 // since t0, ns; 0 until the restart
-		servedAfter atomic.Int64 // calls the restarted replica answered
-		stop        = make(chan struct{})
-		wg          sync.WaitGroup
-		results     = make([][]replicaCall, replicaWorkers)
+		t0           = time.Now()
+		killedAt     atomic.Int64                      // since t0, ns; 0 until the victim is gone
+		restartedAt  atomic.Int64                      // since t0, ns; 0 until the restart
+		untilKill    = newMilestone(replicaKillAfter)  // successful calls
+		untilRestart = newMilestone(replicaWantDown)   // successful calls started after the victim was gone
+		untilStop    = newMilestone(replicaWantServed) // calls the restarted replica answered
+		stop         = make(chan struct{})
+		wg           sync.WaitGroup
+		results      = make([][]replicaCall, replicaWorkers)
 	)
 	for w := range replicaWorkers {
 		wg.Go(func() {
@@ -270,8 +300,17 @@ func TestReplicas_RoundRobinSurvivesKill(t *testing.T) {
 				ccancel()
 				call := replicaCall{start: start, end: time.Since(t0), addr: addr, err: err, valid: resp.GetValid(), attempts: n.Load()}
 				results[w] = append(results[w], call)
-				if r := restartedAt.Load(); r != 0 && call.addr == victim.addr && call.start > time.Duration(r) {
-					servedAfter.Add(1)
+				if call.err != nil || !call.valid {
+					continue
+				}
+				k, r := killedAt.Load(), restartedAt.Load()
+				switch {
+				case k == 0:
+					untilKill.add()
+				case r == 0 && call.start > time.Duration(k):
+					untilRestart.add()
+				case r != 0 && call.addr == victim.addr && call.start > time.Duration(r):
+					untilStop.add()
 				}
 			}
 		})
@@ -285,20 +324,21 @@ func TestReplicas_RoundRobinSurvivesKill(t *testing.T) {
 	}
 	t.Cleanup(halt)
 
-	time.Sleep(replicaKillAt - time.Since(t0))
+	lctx, lcancel := context.WithTimeout(ctx, replicaMaxLoad)
+	defer lcancel()
+	untilKill.await(t, lctx, "round_robin over three replicas before the kill")
 	killAt := time.Since(t0)
 	victim.kill(t)
 	killed := time.Since(t0) // the process is gone
-	time.Sleep(replicaDownFor)
+	killedAt.Store(int64(killed))
+	untilRestart.await(t, lctx, "calls served by the two others while the victim was gone")
 	replacement := startReplica(t, bin, victim.addr, victim.config)
 	restarted := time.Since(t0)
 	restartedAt.Store(int64(restarted))
 	_, hc := dialUsher(t, victim.addr)
 	waitServing(t, hc)
 	serving := time.Since(t0)
-	for time.Since(t0) < replicaMaxLoad && (time.Since(t0) < replicaMinLoad || servedAfter.Load() < replicaWantServed) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	untilStop.await(t, lctx, "calls the restarted replica answered")
 	halt()
 	loadTime := time.Since(t0)
 

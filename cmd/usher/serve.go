@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime"
 	"syscall"
 	"time"
@@ -157,8 +158,11 @@ func (s *server) start(ctx context.Context) error {
 	if s.lis, err = net.Listen("tcp", s.cfg.Listen); err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
+	// gs.Stop closes the listener only once gs.Serve has it: a start that
+	// fails before then must close it itself.
+	s.onClose(func() { _ = s.lis.Close() })
 	s.gs = grpc.NewServer(opts...)
-	s.onClose(s.gs.Stop) // closes the listener too
+	s.onClose(s.gs.Stop)
 	s.api = grpcapi.Register(ctx, s.gs, v.Validator, s.log)
 	if err := s.registerExtAuthz(); err != nil {
 		return err
@@ -302,6 +306,7 @@ func (s *server) listenHTTP(key, addr string, hs *http.Server, tlsConf *tls.Conf
 		defer cancel()
 		_ = hs.Shutdown(sctx)
 		_ = hs.Close()
+		_ = hl.Close() // Serve may not have taken it yet
 	})
 	go func() {
 		if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -362,7 +367,7 @@ func (s *server) reloadConfig(ctx context.Context) {
 		return
 	}
 	if startOnlyChanged(s.cfg, cfg) {
-		log.Warn("reload: listeners, tls, limits and ext_authz routes are applied at start only; restart usher to change them")
+		log.Warn("reload: only issuers and audiences change on reload; listeners, tls, limits, tracing and ext_authz apply at start: restart usher to change them")
 	}
 	v, err := s.newValidator(ctx, &cfg.Engine)
 	if err != nil {
@@ -383,10 +388,10 @@ func (s *server) reloadConfig(ctx context.Context) {
 }
 
 // startOnlyChanged reports whether next changes a setting that only a
-// restart applies.
+// restart applies: anything but the engine's issuers and audiences.
 func startOnlyChanged(running, next *config.Config) bool {
-	return next.Listen != running.Listen || next.MetricsListen != running.MetricsListen || next.HTTPListen != running.HTTPListen ||
-		next.Pprof != running.Pprof || next.ExtAuthz != nil || running.ExtAuthz != nil || (next.TLS == nil) != (running.TLS == nil) ||
-		next.MaxInFlight != running.MaxInFlight || next.MaxConcurrentStreams != running.MaxConcurrentStreams ||
-		next.Engine.MaxTokenBytes != running.Engine.MaxTokenBytes
+	a, b := *running, *next
+	a.Engine.Issuers, a.Engine.Audiences = nil, nil
+	b.Engine.Issuers, b.Engine.Audiences = nil, nil
+	return !reflect.DeepEqual(a, b)
 }

@@ -32,7 +32,9 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/usher-dev/usher/client"
+	"github.com/usher-dev/usher/internal/config"
 	"github.com/usher-dev/usher/internal/devissuer"
+	"github.com/usher-dev/usher/internal/testkit"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
@@ -138,8 +140,8 @@ func TestServe_MutualTLSWithCertificateRotation(t *testing.T) {
 	writeFile(t, certFile, c)
 	writeFile(t, keyFile, k)
 	writeFile(t, caFile, ca.pem)
-	cfg := &service.Config{Listen: "127.0.0.1:0", TLS: &service.TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile},
-		Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}}}
+	cfg := &config.Config{Listen: "127.0.0.1:0", TLS: &config.TLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile},
+		Engine: service.Config{Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}}}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -210,20 +212,20 @@ func TestServe_MutualTLSWithCertificateRotation(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the rotated certificate was not served within 10s (serial %v, err %v)", serial, err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
 func TestConfig_PlaintextOffLoopbackNeedsOptIn(t *testing.T) {
 	base := "issuers:\n  - issuer: https://a.example/\n    jwks_uri: https://a.example/jwks.json\n"
-	_, err := service.ParseConfig([]byte("listen: 0.0.0.0:50051\n" + base))
+	_, err := config.Parse([]byte("listen: 0.0.0.0:50051\n" + base))
 	if err == nil || !strings.Contains(err.Error(), "listen") || !strings.Contains(err.Error(), "insecure_plaintext") {
 		t.Errorf("plaintext on 0.0.0.0 accepted or unexplained: %v", err)
 	}
-	if _, err := service.ParseConfig([]byte("listen: 0.0.0.0:50051\ninsecure_plaintext: true\n" + base)); err != nil {
+	if _, err := config.Parse([]byte("listen: 0.0.0.0:50051\ninsecure_plaintext: true\n" + base)); err != nil {
 		t.Errorf("insecure_plaintext: true refused: %v", err)
 	}
-	if _, err := service.ParseConfig([]byte("listen: 127.0.0.1:50051\n" + base)); err != nil {
+	if _, err := config.Parse([]byte("listen: 127.0.0.1:50051\n" + base)); err != nil {
 		t.Errorf("loopback refused: %v", err)
 	}
 }
@@ -233,11 +235,11 @@ func TestServe_ReloadSwapsConfigAndKeepsServing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "usher.yaml")
 	conf := func(name string) []byte { return namedAudienceConfig(iss, name) }
 	writeFile(t, path, conf("Users API"))
-	cfg, err := service.LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	reload := make(chan struct{}, 1)
 	addr := startServe(t, serveOptions{cfg: cfg, path: path, log: textLogger(&logs), reload: reload})
 	c, _ := dialUsher(t, addr)
@@ -332,14 +334,50 @@ func httpGet(t *testing.T, u string) string {
 	return string(b)
 }
 
+// TestServe_FailedStartReleasesItsListeners: when start-up fails part way
+// (http_listen is taken), serve returns the error and every listener it had
+// opened (gRPC, metrics) is closed again.
+func TestServe_FailedStartReleasesItsListeners(t *testing.T) {
+	iss := devIssuer(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	grpcAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	cfg := &config.Config{Listen: grpcAddr, MetricsListen: metricsAddr, HTTPListen: taken.Addr().String(),
+		Engine: service.Config{Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	err = serve(testkit.Context(t), serveOptions{cfg: cfg, log: discardLogger(), ready: func(string) { t.Error("ready after a failed start") }})
+	if err == nil || !strings.Contains(err.Error(), "http_listen "+taken.Addr().String()) {
+		t.Fatalf("serve with http_listen taken: %v", err)
+	}
+	// The metrics server's goroutine may close its listener just after
+	// serve returns; a listener nobody closes stays held.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for what, addr := range map[string]string{"listen": grpcAddr, "metrics_listen": metricsAddr} {
+		testkit.Eventually(ctx, t, what+" "+addr+" released after serve returned", func() bool {
+			l, err := net.Listen("tcp", addr)
+			if err == nil {
+				l.Close()
+			}
+			return err == nil
+		})
+	}
+}
+
 // TestServe_MetricsPprofAndHTTPJSON: one usher serving gRPC, HTTP/JSON and
 // /metrics; the metrics count what both front ends did, with bounded labels.
 func TestServe_MetricsPprofAndHTTPJSON(t *testing.T) {
 	iss := devIssuer(t)
 	metricsAddr, httpAddr := freeAddr(t), freeAddr(t)
-	cfg := &service.Config{Listen: "127.0.0.1:0", MetricsListen: metricsAddr, Pprof: true, HTTPListen: httpAddr,
-		Issuers:   []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}},
-		Audiences: []service.AudienceConfig{{Audience: "api/users", Name: "Users API"}, {Audience: "api/invoices", Name: "Invoices API"}}}
+	cfg := &config.Config{Listen: "127.0.0.1:0", MetricsListen: metricsAddr, Pprof: true, HTTPListen: httpAddr,
+		Engine: service.Config{
+			Issuers:   []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}},
+			Audiences: []service.KnownAudience{{Audience: "api/users", Name: "Users API"}, {Audience: "api/invoices", Name: "Invoices API"}}}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +437,7 @@ func TestServe_ExtAuthz(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "usher.yaml")
 	base := "listen: 127.0.0.1:0\nissuers:\n  - issuer: \"" + iss.URL() + "\"\n    jwks_uri: \"" + iss.JWKSURL() + "\"\n"
 	writeFile(t, path, []byte(base+"ext_authz:\n  routes:\n    - path_prefix: /invoices\n      audience: api/invoices\n"))
-	cfg, err := service.LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,8 +509,8 @@ func TestServe_TracesCallsWithoutTokens(t *testing.T) {
 	defer cs.Stop()
 
 	iss := devIssuer(t)
-	cfg := &service.Config{Listen: "127.0.0.1:0", Tracing: &service.TracingConfig{OTLPEndpoint: lis.Addr().String(), Insecure: true},
-		Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}}}
+	cfg := &config.Config{Listen: "127.0.0.1:0", Tracing: &config.Tracing{OTLPEndpoint: lis.Addr().String(), Insecure: true},
+		Engine: service.Config{Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}}}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -529,9 +567,16 @@ func mismatchHint(t *testing.T, c usherv1.TokenServiceClient, tok string) string
 func TestServe_InFlightLimitCoversHTTP(t *testing.T) {
 	iss := devIssuer(t)
 	var fetches atomic.Int64
+	hang := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hang) })
 	slowKeys := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if fetches.Add(1) > 1 {
-			time.Sleep(2 * time.Second) // the refetch an unknown kid causes hangs
+			// The refetch an unknown kid causes hangs until the test lets it go.
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+				return
+			}
 		}
 		resp, err := http.Get(iss.JWKSURL())
 		if err != nil {
@@ -542,9 +587,10 @@ func TestServe_InFlightLimitCoversHTTP(t *testing.T) {
 		io.Copy(w, resp.Body)
 	}))
 	defer slowKeys.Close()
+	defer release() // before the server closes: Close waits for the handler
 	httpAddr := freeAddr(t)
-	cfg := &service.Config{Listen: "127.0.0.1:0", HTTPListen: httpAddr, MaxInFlight: 1,
-		Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: slowKeys.URL + "/jwks.json", UnknownKIDCooldown: service.Duration(time.Millisecond)}}}
+	cfg := &config.Config{Listen: "127.0.0.1:0", HTTPListen: httpAddr, MaxInFlight: 1,
+		Engine: service.Config{Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: slowKeys.URL + "/jwks.json", UnknownKIDCooldown: time.Millisecond}}}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -559,12 +605,9 @@ func TestServe_InFlightLimitCoversHTTP(t *testing.T) {
 		_, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: held, ExpectedAudience: "api/users"})
 		done <- err
 	}()
-	for deadline := time.Now().Add(5 * time.Second); fetches.Load() < 2; {
-		if time.Now().After(deadline) {
-			t.Fatal("the held call never reached the key refetch")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	testkit.Eventually(wctx, t, "the held call reaching the key refetch", func() bool { return fetches.Load() >= 2 })
 	tok, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -581,6 +624,12 @@ func TestServe_InFlightLimitCoversHTTP(t *testing.T) {
 	if !strings.Contains(string(body), "resource_exhausted") || time.Since(start) > time.Second {
 		t.Errorf("HTTP call with max_in_flight reached: %s %s after %s", resp.Status, body, time.Since(start))
 	}
+	select {
+	case err := <-done:
+		t.Fatalf("the held gRPC call returned (%v) while its key refetch hung: the test did not hold it in flight", err)
+	default:
+	}
+	release()
 	if err := <-done; err != nil {
 		t.Errorf("the held gRPC call: %v", err)
 	}

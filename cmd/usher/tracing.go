@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/usher-dev/usher/internal/config"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/propagation"
@@ -13,6 +12,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"google.golang.org/grpc"
+
+	"github.com/usher-dev/usher/internal/config"
 )
 
 // tracingOption returns the gRPC stats handler that traces every call to the

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,90 +46,124 @@ func main() {
 	}
 }
 
+// scene is the article's world: an issuer, usher trusting it, and two APIs
+// protected by usher's interceptors.
+type scene struct {
+	say                     func(format string, args ...any)
+	iss                     *devissuer.Issuer
+	cc                      clientcredentials.Config // the caller's OAuth 2.0 client
+	usersAddr, invoicesAddr string
+	plain                   []grpc.DialOption
+}
+
 func run(ctx context.Context, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
-	say("The audience article, end to end: one token sent to two APIs.\n")
-
-	// An OAuth 2.0 issuer and usher trusting it, as `usher dev` runs them.
-	iss, err := devissuer.New(ctx, "127.0.0.1:0")
-	if err != nil {
-		return err
+	s := &scene{
+		say:   func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) },
+		plain: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
 	}
-	usherAddr, err := startUsher(ctx, iss)
-	if err != nil {
-		return err
-	}
-	usher, err := client.Dial(usherAddr, []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})
+	s.say("The audience article, end to end: one token sent to two APIs.\n")
+	usher, err := s.start(ctx)
 	if err != nil {
 		return err
 	}
 	defer usher.Close()
-
-	usersAddr, err := startAPI(ctx, usher, "api/users", "users.v1.Users", "GetProfile")
-	if err != nil {
+	if err := s.oneTokenEverywhere(ctx); err != nil {
 		return err
 	}
-	invoicesAddr, err := startAPI(ctx, usher, "api/invoices", "billing.v1.Invoices", "ListInvoices")
-	if err != nil {
+	if err := s.tokenPerAudience(ctx); err != nil {
 		return err
 	}
-	say("[1/3] usher on %s trusts the issuer %s", usherAddr, iss.URL())
-	say("      Users API on %s answers to audience api/users", usersAddr)
-	say("      Invoices API on %s answers to audience api/invoices\n", invoicesAddr)
+	s.say("Every step behaved as described.")
+	return nil
+}
 
-	cc := clientcredentials.Config{ClientID: devissuer.ClientID, ClientSecret: devissuer.ClientSecret, TokenURL: iss.TokenURL()}
+// start runs an OAuth 2.0 issuer and usher trusting it, as `usher dev` runs
+// them, and the two APIs (step 1).
+func (s *scene) start(ctx context.Context) (*client.Client, error) {
+	iss, err := devissuer.New(ctx, "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s.iss = iss
+	s.cc = clientcredentials.Config{ClientID: devissuer.ClientID, ClientSecret: devissuer.ClientSecret, TokenURL: iss.TokenURL()}
+	usherAddr, err := startUsher(ctx, iss)
+	if err != nil {
+		return nil, err
+	}
+	usher, err := client.Dial(usherAddr, s.plain)
+	if err != nil {
+		return nil, err
+	}
+	if s.usersAddr, err = startAPI(ctx, usher, "api/users", "users.v1.Users", "GetProfile"); err != nil {
+		usher.Close()
+		return nil, err
+	}
+	if s.invoicesAddr, err = startAPI(ctx, usher, "api/invoices", "billing.v1.Invoices", "ListInvoices"); err != nil {
+		usher.Close()
+		return nil, err
+	}
+	s.say("[1/3] usher on %s trusts the issuer %s", usherAddr, iss.URL())
+	s.say("      Users API on %s answers to audience api/users", s.usersAddr)
+	s.say("      Invoices API on %s answers to audience api/invoices\n", s.invoicesAddr)
+	return usher, nil
+}
 
-	// Step 2: the bug. One token, requested for the Users API, sent everywhere.
-	userCfg := cc
+// oneTokenEverywhere is the bug (step 2): one token, requested for the Users
+// API, sent everywhere; the Invoices API refuses it and says why.
+func (s *scene) oneTokenEverywhere(ctx context.Context) error {
+	userCfg := s.cc
 	userCfg.EndpointParams = map[string][]string{"audience": {"api/users"}}
 	tok, err := userCfg.Token(ctx)
 	if err != nil {
 		return fmt.Errorf("get a token: %w", err)
 	}
-	say("[2/3] The caller gets ONE token (audience=api/users) and sends it to both APIs")
-	plain := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	s.say("[2/3] The caller gets ONE token (audience=api/users) and sends it to both APIs")
 	withTok := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok.AccessToken)
-	if err := call(withTok, usersAddr, "/users.v1.Users/GetProfile", plain); err != nil {
+	if err := call(withTok, s.usersAddr, "/users.v1.Users/GetProfile", s.plain); err != nil {
 		return fmt.Errorf("Users API refused its own token: %w", err)
 	}
-	say("      Users API    -> OK")
-	err = call(withTok, invoicesAddr, "/billing.v1.Invoices/ListInvoices", plain)
+	s.say("      Users API    -> OK")
+	err = call(withTok, s.invoicesAddr, "/billing.v1.Invoices/ListInvoices", s.plain)
 	st := status.Convert(err)
 	info := errorInfo(st)
 	if st.Code() != codes.Unauthenticated || info.GetReason() != "AUDIENCE_MISMATCH" {
 		return fmt.Errorf("Invoices API: want UNAUTHENTICATED with AUDIENCE_MISMATCH, got %v %v", st.Code(), info)
 	}
-	say("      Invoices API -> %s, and the ErrorInfo says why:", st.Code())
-	say("         reason    %s", info.GetReason())
-	say("         token for %s", info.GetMetadata()["actual_audience"])
-	say("         service   %s", info.GetMetadata()["expected_audience"])
-	say("         hint      %s\n", info.GetMetadata()["hint"])
-	if info.GetMetadata()["actual_audience"] != "api/users" || info.GetMetadata()["expected_audience"] != "api/invoices" || !strings.Contains(info.GetMetadata()["hint"], "Users API") {
+	md := info.GetMetadata()
+	s.say("      Invoices API -> %s, and the ErrorInfo says why:", st.Code())
+	s.say("         reason    %s", info.GetReason())
+	s.say("         token for %s", md["actual_audience"])
+	s.say("         service   %s", md["expected_audience"])
+	s.say("         hint      %s\n", md["hint"])
+	if md["actual_audience"] != "api/users" || md["expected_audience"] != "api/invoices" || !strings.Contains(md["hint"], "Users API") {
 		return errors.New("the rejection does not name the token's audience, the service's and the API the token was issued for")
 	}
+	return nil
+}
 
-	// Step 3: the fix at the source. Each call carries a token for its API.
+// tokenPerAudience is the fix at the source (step 3): each call carries a
+// token issued for its API.
+func (s *scene) tokenPerAudience(ctx context.Context) error {
 	creds, err := client.NewAudienceCredentials(
 		client.ServiceAudiences(map[string]string{"users.v1.Users": "api/users", "billing.v1.Invoices": "api/invoices"}),
-		client.ClientCredentialsSources(ctx, cc, "api/users", "api/invoices"),
+		client.ClientCredentialsSources(ctx, s.cc, "api/users", "api/invoices"),
 		client.InsecureAllowLoopback(), // plaintext, to 127.0.0.1 only
 	)
 	if err != nil {
 		return err
 	}
-	say("[3/3] The caller uses per-audience credentials: each API gets a token issued for it")
-	perAudience := append(plain, grpc.WithPerRPCCredentials(creds))
-	if err := call(ctx, usersAddr, "/users.v1.Users/GetProfile", perAudience); err != nil {
+	s.say("[3/3] The caller uses per-audience credentials: each API gets a token issued for it")
+	perAudience := append(slices.Clone(s.plain), grpc.WithPerRPCCredentials(creds))
+	if err := call(ctx, s.usersAddr, "/users.v1.Users/GetProfile", perAudience); err != nil {
 		return fmt.Errorf("Users API with per-audience credentials: %w", err)
 	}
-	say("      Users API    -> OK")
-	if err := call(ctx, invoicesAddr, "/billing.v1.Invoices/ListInvoices", perAudience); err != nil {
+	s.say("      Users API    -> OK")
+	if err := call(ctx, s.invoicesAddr, "/billing.v1.Invoices/ListInvoices", perAudience); err != nil {
 		return fmt.Errorf("Invoices API with per-audience credentials: %w", err)
 	}
-	say("      Invoices API -> OK\n")
-	say("Every step behaved as described.")
+	s.say("      Invoices API -> OK\n")
 	return nil
 }
 
