@@ -2,17 +2,12 @@ package httpapi_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -33,6 +28,7 @@ import (
 	"github.com/usher-dev/usher/grpcapi"
 	"github.com/usher-dev/usher/httpapi"
 	"github.com/usher-dev/usher/internal/devissuer"
+	"github.com/usher-dev/usher/internal/servertls"
 	"github.com/usher-dev/usher/internal/testkit"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/proto/usher/v1/usherv1connect"
@@ -74,17 +70,22 @@ func newFixture(t *testing.T) *fixture {
 	}
 }
 
-// serveHTTP serves h with httpapi.NewServer on a 127.0.0.1 listener and
-// returns its address.
-func serveHTTP(t *testing.T, h http.Handler) string {
+// serveHTTP serves h with httpapi.NewServer on a 127.0.0.1 listener (over
+// TLS when conf is given) until the test ends, and returns its address.
+func serveHTTP(t *testing.T, h http.Handler, conf ...*tls.Config) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httpapi.NewServer(lis.Addr().String(), h)
+	served := lis
+	if len(conf) > 0 {
+		srv.TLSConfig = conf[0]
+		served = tls.NewListener(lis, conf[0])
+	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
+	go func() { done <- srv.Serve(served) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -727,35 +728,17 @@ func TestNewServer(t *testing.T) {
 }
 
 // TestNewServerOverTLS serves NewServer as usher serve does when tls is
-// configured (the listener wrapped by tls.NewListener, the certificate
-// picked per connection by GetConfigForClient): HTTP/2 is negotiated by
-// ALPN, and HTTP/1.1 still works.
+// configured (servertls's configuration, the listener wrapped by
+// tls.NewListener): HTTP/2 is negotiated by ALPN, and HTTP/1.1 still works.
 func TestNewServerOverTLS(t *testing.T) {
-	cert, pool := selfSigned(t)
-	conf := &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}, nil
-		},
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	ca := testkit.NewCA(t)
+	certPEM, keyPEM := ca.Issue(t, 2, x509.ExtKeyUsageServerAuth)
+	conf, err := servertls.Config(servertls.Files{CertFile: testkit.WriteFile(t, "tls.crt", certPEM), KeyFile: testkit.WriteFile(t, "tls.key", keyPEM)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httpapi.NewServer(lis.Addr().String(), httpapi.Handler(&stub{}))
-	srv.TLSConfig = conf
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(tls.NewListener(lis, conf)) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	pool := ca.Pool()
+	addr := serveHTTP(t, httpapi.Handler(&stub{}), conf)
 
 	for _, want := range []int{2, 1} {
 		t.Run(fmt.Sprint("HTTP/", want), func(t *testing.T) {
@@ -765,7 +748,7 @@ func TestNewServerOverTLS(t *testing.T) {
 			tr := &http.Transport{Protocols: &p, TLSClientConfig: &tls.Config{RootCAs: pool}}
 			t.Cleanup(tr.CloseIdleConnections)
 			c := &http.Client{Timeout: 10 * time.Second, Transport: tr}
-			resp, err := c.Get("https://" + lis.Addr().String() + "/healthz")
+			resp, err := c.Get("https://" + addr + "/healthz")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -779,33 +762,4 @@ func TestNewServerOverTLS(t *testing.T) {
 			}
 		})
 	}
-}
-
-// selfSigned is a certificate for 127.0.0.1 and a pool that trusts it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }

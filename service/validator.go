@@ -111,7 +111,14 @@ func (v *Validator) Validate(ctx context.Context, token, audience string, scopes
 	}
 	start := time.Now()
 	verdict, ik := v.validate(ctx, token, audience, scopes)
-	ev := VerdictEvent{Reason: verdict.Reason, Took: time.Since(start)}
+	v.observer.ObserveVerdict(v.event(&verdict, ik, audience, time.Since(start)))
+	return verdict
+}
+
+// event describes a validation to the observer with bounded values only: a
+// configured issuer, registered audiences, or "".
+func (v *Validator) event(verdict *Verdict, ik *issuerKeys, audience string, took time.Duration) VerdictEvent {
+	ev := VerdictEvent{Reason: verdict.Reason, Took: took}
 	if ik != nil {
 		ev.Issuer = ik.cfg.Issuer
 	}
@@ -126,8 +133,7 @@ func (v *Validator) Validate(ctx context.Context, token, audience string, scopes
 			}
 		}
 	}
-	v.observer.ObserveVerdict(ev)
-	return verdict
+	return ev
 }
 
 // validate is Validate; it also names the issuer once it is known.
@@ -231,8 +237,9 @@ func (v *Validator) clean(token string) string {
 
 // verify runs the checks up to and including the signature, in order
 // (MALFORMED, UNSUPPORTED_ALGORITHM, UNTRUSTED_ISSUER, UNKNOWN_KEY or
-// KEYS_UNAVAILABLE, INVALID_SIGNATURE); it returns the verified token, its issuer and key, or the
-// verdict of the first failed check (with the issuer once it is known).
+// KEYS_UNAVAILABLE, INVALID_SIGNATURE); it returns the verified token, its
+// issuer and key, or the verdict of the first failed check (with the issuer
+// once it is known).
 func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issuerKeys, *verifyKey, *Verdict) {
 	t, m := parseCompact(tok, v.maxBytes)
 	if m != nil {

@@ -3,60 +3,28 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"encoding/base64"
-	"encoding/json"
-	"math/big"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/usher-dev/usher/internal/testkit"
 )
 
-// jwksOf publishes RSA public keys of the given sizes, kids "k<bits>",
-// written by hand (jwx refuses to build a weak key).
-func jwksOf(t *testing.T, bits ...int) []byte {
+// doctorIssuer serves discovery and a key set of RSA keys of the given
+// sizes, kids "k<bits>"; its discovery document names the issuer that
+// discoveryIssuer makes of its URL.
+func doctorIssuer(t *testing.T, discoveryIssuer func(self string) string, bits ...int) *testkit.Issuer {
 	t.Helper()
-	var keys []map[string]string
-	for _, b := range bits {
-		priv, err := rsa.GenerateKey(rand.Reader, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, map[string]string{
-			"kty": "RSA", "kid": "k" + strconv.Itoa(b),
-			"n": base64.RawURLEncoding.EncodeToString(priv.N.Bytes()),
-			"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(priv.E)).Bytes()),
-		})
+	keys := make([]*testkit.Key, len(bits))
+	for i, b := range bits {
+		keys[i] = testkit.RSAKeyBits(t, "k"+strconv.Itoa(b), b)
 	}
-	out, err := json.Marshal(map[string]any{"keys": keys})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// fakeIssuer serves discovery (claiming discoveryIssuer, or its own URL) and a JWKS.
-func fakeIssuer(t *testing.T, keys []byte, discoveryIssuer func(self string) string) *httptest.Server {
-	t.Helper()
-	var srv *httptest.Server
-	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/.well-known/openid-configuration":
-			json.NewEncoder(w).Encode(map[string]string{"issuer": discoveryIssuer(srv.URL), "jwks_uri": srv.URL + "/jwks.json"})
-		case "/jwks.json":
-			w.Write(keys)
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+	iss := testkit.NewIssuer(t, keys...)
+	iss.SetDiscoveryIssuer(discoveryIssuer(iss.URL()))
+	return iss
 }
 
 func runDoctorCmd(t *testing.T, conf string) (string, int) {
@@ -71,8 +39,8 @@ func runDoctorCmd(t *testing.T, conf string) (string, int) {
 }
 
 func TestDoctor_FindsEveryProblem(t *testing.T) {
-	slash := fakeIssuer(t, jwksOf(t, 2048), func(self string) string { return self + "/" })
-	weak := fakeIssuer(t, jwksOf(t, 2048, 1024), func(self string) string { return self })
+	slash := doctorIssuer(t, func(self string) string { return self + "/" }, 2048)
+	weak := doctorIssuer(t, func(self string) string { return self }, 2048, 1024)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -81,11 +49,11 @@ func TestDoctor_FindsEveryProblem(t *testing.T) {
 	lis.Close()
 	out, code := runDoctorCmd(t, `
 issuers:
-  - issuer: "`+slash.URL+`"
+  - issuer: "`+slash.URL()+`"
     discovery: true
   - issuer: "https://unreachable.example/"
     jwks_uri: "`+dead+`"
-  - issuer: "`+weak.URL+`"
+  - issuer: "`+weak.URL()+`"
     discovery: true
     algorithms: ["RS256"]
 audiences:
@@ -98,8 +66,8 @@ audiences:
 	}
 	for _, want := range []string{
 		"✓ discovery document reachable",
-		`✗ discovery issuer matches: the document's issuer is "` + slash.URL + `/" but the configured issuer is "` + slash.URL + `"`,
-		`fix: set issuer to exactly "` + slash.URL + `/"`,
+		`✗ discovery issuer matches: the document's issuer is "` + slash.URL() + `/" but the configured issuer is "` + slash.URL() + `"`,
+		`fix: set issuer to exactly "` + slash.URL() + `/"`,
 		"✗ key set reachable: Get \"" + dead,
 		"✓ key set usable: 1 usable keys",
 		`✗ key dropped: keys[1]: key "k1024"`,
@@ -114,8 +82,8 @@ audiences:
 }
 
 func TestDoctor_AllGood(t *testing.T) {
-	good := fakeIssuer(t, jwksOf(t, 2048), func(self string) string { return self })
-	out, code := runDoctorCmd(t, "issuers:\n  - issuer: \""+good.URL+"\"\n    discovery: true\naudiences:\n  - audience: api/users\n    name: Users API\n")
+	good := doctorIssuer(t, func(self string) string { return self }, 2048)
+	out, code := runDoctorCmd(t, "issuers:\n  - issuer: \""+good.URL()+"\"\n    discovery: true\naudiences:\n  - audience: api/users\n    name: Users API\n")
 	if code != 0 || !strings.Contains(out, "All checks passed.") {
 		t.Errorf("exit %d:\n%s", code, out)
 	}

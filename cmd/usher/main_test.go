@@ -337,7 +337,7 @@ func TestBinary_ServeReloadsOnSIGHUP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	iss := devIssuer(t)
+	iss := testkit.DevIssuer(t)
 	path := filepath.Join(t.TempDir(), "usher.yaml")
 	conf := func(name string) []byte { return namedAudienceConfig(iss, name) }
 	writeFile(t, path, conf("Users API"))

@@ -2,13 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
 	"log/slog"
 	"math/big"
@@ -38,49 +33,6 @@ import (
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
-
-// testCA issues certificates for 127.0.0.1.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "usher test CA"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns PEM certificate and key with the given serial.
-func (ca *testCA) issue(t *testing.T, serial int64, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "usher"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{usage}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
 
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
@@ -120,26 +72,15 @@ func startServe(t *testing.T, o serveOptions) string {
 	return ""
 }
 
-func devIssuer(t *testing.T) *devissuer.Issuer {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	iss, err := devissuer.New(ctx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return iss
-}
-
 func TestServe_MutualTLSWithCertificateRotation(t *testing.T) {
-	iss := devIssuer(t)
+	iss := testkit.DevIssuer(t)
 	dir := t.TempDir()
-	ca := newTestCA(t)
+	ca := testkit.NewCA(t)
 	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt")
-	c, k := ca.issue(t, 100, x509.ExtKeyUsageServerAuth)
+	c, k := ca.Issue(t, 100, x509.ExtKeyUsageServerAuth)
 	writeFile(t, certFile, c)
 	writeFile(t, keyFile, k)
-	writeFile(t, caFile, ca.pem)
+	writeFile(t, caFile, ca.PEM)
 	cfg := &config.Config{Listen: "127.0.0.1:0", TLS: &config.TLS{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile},
 		Engine: service.Config{Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}}}}
 	if err := cfg.Validate(); err != nil {
@@ -147,9 +88,8 @@ func TestServe_MutualTLSWithCertificateRotation(t *testing.T) {
 	}
 	addr := startServe(t, serveOptions{cfg: cfg, log: discardLogger()})
 
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
-	cc, ck := ca.issue(t, 200, x509.ExtKeyUsageClientAuth)
+	roots := ca.Pool()
+	cc, ck := ca.Issue(t, 200, x509.ExtKeyUsageClientAuth)
 	clientCert, err := tls.X509KeyPair(cc, ck)
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +140,7 @@ func TestServe_MutualTLSWithCertificateRotation(t *testing.T) {
 	}
 
 	// Rotate the server certificate on disk: new handshakes get it, no restart.
-	c, k = ca.issue(t, 101, x509.ExtKeyUsageServerAuth)
+	c, k = ca.Issue(t, 101, x509.ExtKeyUsageServerAuth)
 	writeFile(t, keyFile, k)
 	writeFile(t, certFile, c)
 	deadline := time.Now().Add(10 * time.Second)
@@ -231,7 +171,7 @@ func TestConfig_PlaintextOffLoopbackNeedsOptIn(t *testing.T) {
 }
 
 func TestServe_ReloadSwapsConfigAndKeepsServing(t *testing.T) {
-	iss := devIssuer(t)
+	iss := testkit.DevIssuer(t)
 	path := filepath.Join(t.TempDir(), "usher.yaml")
 	conf := func(name string) []byte { return namedAudienceConfig(iss, name) }
 	writeFile(t, path, conf("Users API"))
@@ -338,7 +278,7 @@ func httpGet(t *testing.T, u string) string {
 // (http_listen is taken), serve returns the error and every listener it had
 // opened (gRPC, metrics) is closed again.
 func TestServe_FailedStartReleasesItsListeners(t *testing.T) {
-	iss := devIssuer(t)
+	iss := testkit.DevIssuer(t)
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -372,7 +312,7 @@ func TestServe_FailedStartReleasesItsListeners(t *testing.T) {
 // TestServe_MetricsPprofAndHTTPJSON: one usher serving gRPC, HTTP/JSON and
 // /metrics; the metrics count what both front ends did, with bounded labels.
 func TestServe_MetricsPprofAndHTTPJSON(t *testing.T) {
-	iss := devIssuer(t)
+	iss := testkit.DevIssuer(t)
 	metricsAddr, httpAddr := freeAddr(t), freeAddr(t)
 	cfg := &config.Config{Listen: "127.0.0.1:0", MetricsListen: metricsAddr, Pprof: true, HTTPListen: httpAddr,
 		Engine: service.Config{
@@ -433,7 +373,7 @@ func TestServe_MetricsPprofAndHTTPJSON(t *testing.T) {
 // TestServe_ExtAuthz: `usher serve` with an ext_authz section answers Envoy's
 // Check on its gRPC listener; a bad section stops start-up naming the key.
 func TestServe_ExtAuthz(t *testing.T) {
-	iss := devIssuer(t)
+	iss := testkit.DevIssuer(t)
 	path := filepath.Join(t.TempDir(), "usher.yaml")
 	base := "listen: 127.0.0.1:0\nissuers:\n  - issuer: \"" + iss.URL() + "\"\n    jwks_uri: \"" + iss.JWKSURL() + "\"\n"
 	writeFile(t, path, []byte(base+"ext_authz:\n  routes:\n    - path_prefix: /invoices\n      audience: api/invoices\n"))
@@ -508,7 +448,7 @@ func TestServe_TracesCallsWithoutTokens(t *testing.T) {
 	go func() { _ = cs.Serve(lis) }()
 	defer cs.Stop()
 
-	iss := devIssuer(t)
+	iss := testkit.DevIssuer(t)
 	cfg := &config.Config{Listen: "127.0.0.1:0", Tracing: &config.Tracing{OTLPEndpoint: lis.Addr().String(), Insecure: true},
 		Engine: service.Config{Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}}}}
 	if err := cfg.Validate(); err != nil {
@@ -565,7 +505,7 @@ func mismatchHint(t *testing.T, c usherv1.TokenServiceClient, tok string) string
 // gRPC and HTTP/JSON front ends: with one call held in flight, an HTTP call
 // is refused at once with resource_exhausted rather than queued.
 func TestServe_InFlightLimitCoversHTTP(t *testing.T) {
-	iss := devIssuer(t)
+	iss := testkit.DevIssuer(t)
 	var fetches atomic.Int64
 	hang := make(chan struct{})
 	release := sync.OnceFunc(func() { close(hang) })

@@ -27,10 +27,8 @@ type DevEngine struct {
 	ctx          context.Context
 }
 
-// NewDevEngine starts the issuers and the engine (opts add to a discarding
-// logger) and returns once every issuer's keys were tried. Everything stops
-// when the test ends.
-func NewDevEngine(t testing.TB, opts ...service.Option) *DevEngine {
+// DevIssuer is a development issuer on 127.0.0.1 until the test ends.
+func DevIssuer(t testing.TB) *devissuer.Issuer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -38,10 +36,17 @@ func NewDevEngine(t testing.TB, opts ...service.Option) *DevEngine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	down, err := devissuer.New(ctx, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	return iss
+}
+
+// NewDevEngine starts the issuers and the engine (opts add to a discarding
+// logger) and returns once every issuer's keys were tried. Everything stops
+// when the test ends.
+func NewDevEngine(t testing.TB, opts ...service.Option) *DevEngine {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	iss, down := DevIssuer(t), DevIssuer(t)
 	cfg := &service.Config{
 		Issuers: []service.IssuerConfig{
 			{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()},
