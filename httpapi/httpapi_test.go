@@ -438,15 +438,7 @@ func TestHealthz(t *testing.T) {
 	f := newFixture(t)
 	for name, c := range map[string]*http.Client{"HTTP/1.1": httpClient, "h2c": h2cClient(t)} {
 		t.Run(name, func(t *testing.T) {
-			resp, err := c.Get(f.url + "/healthz")
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != "ok" {
-				t.Fatalf("HTTP %d %q", resp.StatusCode, b)
-			}
+			resp := getHealthz(t, c, f.url)
 			if want := map[string]int{"HTTP/1.1": 1, "h2c": 2}[name]; resp.ProtoMajor != want {
 				t.Errorf("served over %s, want HTTP/%d", resp.Proto, want)
 			}
@@ -748,18 +740,24 @@ func TestNewServerOverTLS(t *testing.T) {
 			tr := &http.Transport{Protocols: &p, TLSClientConfig: &tls.Config{RootCAs: pool}}
 			t.Cleanup(tr.CloseIdleConnections)
 			c := &http.Client{Timeout: 10 * time.Second, Transport: tr}
-			resp, err := c.Get("https://" + addr + "/healthz")
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != "ok" {
-				t.Fatalf("HTTP %d %q", resp.StatusCode, b)
-			}
-			if resp.ProtoMajor != want {
+			if resp := getHealthz(t, c, "https://"+addr); resp.ProtoMajor != want {
 				t.Errorf("served over %s, want HTTP/%d", resp.Proto, want)
 			}
 		})
 	}
+}
+
+// getHealthz asks base's /healthz and fails the test unless it answers 200 "ok".
+func getHealthz(t *testing.T, c *http.Client, base string) *http.Response {
+	t.Helper()
+	resp, err := c.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != "ok" {
+		t.Fatalf("HTTP %d %q", resp.StatusCode, b)
+	}
+	return resp
 }
