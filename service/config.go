@@ -3,8 +3,6 @@ package service
 import (
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -236,33 +234,4 @@ func (is *IssuerConfig) validateTimes(bad func(k, format string, args ...any)) {
 	} else if is.MaxStale < is.RefreshInterval {
 		bad("max_stale", "%s is shorter than refresh_interval %s: the key set would go stale between two scheduled fetches", is.MaxStale, is.RefreshInterval)
 	}
-}
-
-// checkFetchURL accepts https URLs, and http only for loopback hosts.
-func checkFetchURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute URL", s)
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if isLoopbackHost(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("%q uses plain http: keys fetched without TLS can be replaced in transit; use https (http is allowed for loopback only)", s)
-	default:
-		return fmt.Errorf("%q: scheme %q is not http(s)", s, u.Scheme)
-	}
-}
-
-// isLoopbackHost reports whether a host name or address is loopback
-// ("localhost", 127.0.0.0/8, ::1).
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
