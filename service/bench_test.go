@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"slices"
@@ -110,7 +111,8 @@ func BenchmarkInspectToken(b *testing.B) {
 // allows a million dots (refused by the segment count), JSON nested 20,000
 // deep and an aud of 200,000 entries (refused by the parser's depth and
 // value-count limits). Compare with BenchmarkFloor, the cost of one
-// signature verification.
+// signature verification. The *-21-issuers cases are the cost of hints
+// (benchHintCost).
 func BenchmarkHostile(b *testing.B) {
 	ctx := testkit.Context(b)
 	k := testkit.EdKey(b, "ed")
@@ -150,6 +152,52 @@ func BenchmarkHostile(b *testing.B) {
 			b.SetBytes(int64(len(c.token)))
 			for b.Loop() {
 				c.v.Validate(ctx, c.token, "api/users", nil)
+			}
+		})
+	}
+	benchHintCost(b)
+}
+
+// benchHintCost is the cost of a hint under 21 trusted issuers: a forged
+// token whose iss is short and untrusted, against one whose iss is as much
+// "e"+U+0301 as fits under max_token_bytes (each near-miss check normalizes
+// it), and one of the same size whose short iss comes with that string in
+// another claim (the cost of decoding so large a token); and a verified
+// token whose aud is short, against one whose aud is that long Unicode
+// string, at an API it was not issued for. The long variants should cost a
+// few times the short ones, not a multiple of the issuer count.
+func benchHintCost(b *testing.B) {
+	ctx := testkit.Context(b)
+	k := testkit.EdKey(b, "ed")
+	jwks := testkit.WriteJWKS(b, k)
+	cfg := &service.Config{Audiences: slices.Clone(testkit.Audiences)}
+	for i := range 21 {
+		cfg.Issuers = append(cfg.Issuers, service.IssuerConfig{Issuer: fmt.Sprintf("https://tenant-%02d.auth.example.com/", i), JWKSFile: jwks})
+	}
+	v, err := service.NewValidator(ctx, cfg, service.WithClock(func() time.Time { return testkit.Now }), service.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	const trusted = "https://tenant-00.auth.example.com/"
+	long := strings.Repeat("e\u0301", 3800) // 11,400 bytes: the token stays under 16 KiB
+	for _, c := range []struct {
+		name  string
+		token string
+		want  service.Reason
+	}{
+		{"short-iss-21-issuers", k.Token(b, testkit.Claims("https://evil.example")), service.ReasonUntrustedIssuer},
+		{"long-unicode-iss-21-issuers", k.Token(b, testkit.Claims(long)), service.ReasonUntrustedIssuer},
+		{"short-iss-padded-21-issuers", k.Token(b, testkit.Claims("https://evil.example", "pad", long)), service.ReasonUntrustedIssuer},
+		{"short-aud-21-issuers", k.Token(b, testkit.Claims(trusted, "aud", "api/other")), service.ReasonAudienceMismatch},
+		{"long-unicode-aud-21-issuers", k.Token(b, testkit.Claims(trusted, "aud", long)), service.ReasonAudienceMismatch},
+	} {
+		if got := v.Validate(ctx, c.token, "api/users", nil); got.Reason != c.want {
+			b.Fatalf("%s: %v %s", c.name, got.Reason, got.Message)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				v.Validate(ctx, c.token, "api/users", nil)
 			}
 		})
 	}

@@ -57,6 +57,13 @@ type IssuerConfig struct {
 	Discovery bool
 	// JWKSFile is a static key set on disk.
 	JWKSFile string
+	// AllowPrivateNetwork lets this issuer's discovery document and key set
+	// be fetched from loopback and private addresses (RFC 1918, unique local,
+	// carrier-grade NAT…) that a host name or the discovery document leads
+	// to. Without it they are fetched from public addresses only, unless the
+	// issuer is on loopback or its issuer or jwks_uri URL writes the address
+	// out. Link-local and cloud metadata addresses are never fetched.
+	AllowPrivateNetwork bool
 	// Algorithms is the allow-list (default DefaultAlgorithms).
 	Algorithms []string
 	// TokenType, when set, is the required `typ` header (e.g. "at+jwt").

@@ -38,9 +38,10 @@ func Diagnose(ctx context.Context, cfg *Config, opts ...Option) []Check {
 	for _, ic := range cfg.Issuers {
 		hc := o.http
 		if hc == nil {
-			hc = newFetchClient(time.Duration(ic.FetchTimeout))
+			hc = newFetchClient(ic.FetchTimeout)
 		}
-		out = append(out, diagnoseIssuer(ctx, ic, hc, o.now)...)
+		// The same rules on where keys may come from as the validator's.
+		out = append(out, diagnoseIssuer(ctx, ic, guardClient(hc, ic, o.log), o.now)...)
 	}
 	return append(out, diagnoseAudiences(cfg.Audiences)...)
 }

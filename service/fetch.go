@@ -28,6 +28,22 @@ const (
 	maxRetryAfter    = 10 * time.Minute
 )
 
+// Bulkheads: how a call waits for a key set fetch its token caused or joined
+// (an unknown kid, no set yet, a stale set). A slow or unreachable issuer must
+// not hold calls, and the in-flight slots they take, for the whole fetch.
+const (
+	// defaultKeyWait is the longest a call waits for a fetch in flight; then
+	// it gets its verdict from the keys held while the fetch goes on in the
+	// background (bounded by fetch_timeout).
+	defaultKeyWait = 500 * time.Millisecond
+	// defaultKeyWaiters is how many calls of one issuer may wait at a time;
+	// the others get their verdict at once. An eighth of the default
+	// max_in_flight: one issuer can never hold most of the server's slots.
+	defaultKeyWaiters = 128
+	// shedLogEvery spaces the warnings that callers were turned away.
+	shedLogEvery = time.Minute
+)
+
 // issuerKeys holds one issuer's keys and fetches them: through httprc (the
 // cache under jwx's jwk.Cache) with usher's own transformer, so that a bad
 // fetch never replaces a good set, and the parsed keys are swapped atomically.
@@ -53,13 +69,20 @@ type issuerKeys struct {
 	goodFetches atomic.Uint64
 	badFetches  atomic.Uint64
 
+	keyWait    time.Duration // the longest a call waits for a fetch
+	keyWaiters int64         // the most calls that wait at a time
+	waiting    atomic.Int64  // calls waiting now
+	lastShed   atomic.Int64  // unix nanoseconds of the last "turned away" warning
+
 	mu        sync.Mutex
 	jwksURI   string
 	lastError string
 }
 
-func newIssuerKeys(ctx context.Context, cfg IssuerConfig, hc *http.Client, log *slog.Logger, now func() time.Time) (*issuerKeys, error) {
-	ik := &issuerKeys{cfg: cfg, now: now, log: log.With("issuer", cfg.Issuer), http: hc, bg: ctx, tried: make(chan struct{}), jwksURI: cfg.JWKSURI}
+func newIssuerKeys(ctx context.Context, cfg IssuerConfig, hc *http.Client, o *options) (*issuerKeys, error) {
+	now := o.now
+	ik := &issuerKeys{cfg: cfg, now: now, log: o.log.With("issuer", cfg.Issuer), http: guardClient(hc, cfg, o.log), bg: ctx, tried: make(chan struct{}), jwksURI: cfg.JWKSURI,
+		keyWait: o.keyWait, keyWaiters: int64(o.keyWaiters)}
 	if cfg.JWKSFile != "" {
 		b, err := os.ReadFile(cfg.JWKSFile)
 		if err != nil {
@@ -80,29 +103,32 @@ func newIssuerKeys(ctx context.Context, cfg IssuerConfig, hc *http.Client, log *
 		return nil, fmt.Errorf("start key fetcher: %w", err)
 	}
 	ik.ctrl = ctrl
+	ik.carryFrom(o.previous)
 	go ik.firstFetch()
 	return ik, nil
 }
 
-// firstFetch tries until a set is held, with jittered exponential backoff;
-// after that, httprc refreshes on schedule.
+// firstFetch tries until a set is held and httprc has the key set's URL,
+// with jittered exponential backoff; after that, httprc refreshes on
+// schedule. (A set carried over from the running validator is held before
+// any fetch: the URL must still be registered.)
 func (ik *issuerKeys) firstFetch() {
 	backoff := time.Second
-	for {
+	// A carried Retry-After (WithPrevious) still holds.
+	for wait := time.Unix(0, ik.notBefore.Load()).Sub(ik.now()); ; {
+		if wait > 0 {
+			select {
+			case <-ik.bg.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
 		_ = ik.fetchShared(ik.bg)
 		ik.markTried()
-		if ik.set.Load() != nil {
+		if ik.set.Load() != nil && ik.res.Load() != nil {
 			return
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		if until := time.Unix(0, ik.notBefore.Load()).Sub(ik.now()); until > wait {
-			wait = until
-		}
-		select {
-		case <-ik.bg.Done():
-			return
-		case <-time.After(wait):
-		}
+		wait = max(backoff/2+rand.N(backoff/2+1), time.Unix(0, ik.notBefore.Load()).Sub(ik.now()))
 		backoff = min(2*backoff, maxStartBackoff)
 	}
 }
@@ -120,23 +146,30 @@ func (ik *issuerKeys) stale(ks *keySet) bool {
 
 // refreshForToken refetches the set because a token named a kid it lacks
 // (or no set is held): at most once per unknown_kid_cooldown per issuer, and
-// concurrent callers share one fetch. It waits no longer than ctx allows.
+// concurrent callers share one fetch. The caller waits for that fetch only
+// briefly (see await); the fetch itself goes on in the background.
 func (ik *issuerKeys) refreshForToken(ctx context.Context) {
 	if ik.static {
 		return
 	}
+	if done := ik.forcedRefresh(); done != nil {
+		ik.await(ctx, done)
+	}
+}
+
+// forcedRefresh starts a token-driven refresh unless one is due to wait
+// (the cooldown, Retry-After), and returns the channel closed when the
+// latest one is done (nil when there never was one). Within the cooldown,
+// callers join the refresh still in flight, if any, so that a burst of
+// tokens signed with a freshly rotated key all see it.
+func (ik *issuerKeys) forcedRefresh() <-chan struct{} {
 	now := ik.now().UnixNano()
 	last := ik.lastForced.Load()
 	if now < ik.notBefore.Load() || now-last < int64(ik.cfg.UnknownKIDCooldown) || !ik.lastForced.CompareAndSwap(last, now) {
-		// Within the cooldown: join the refresh still in flight, if any,
-		// so a burst of tokens signed with a freshly rotated key all see it.
 		if done := ik.forced.Load(); done != nil {
-			select {
-			case <-*done:
-			case <-ctx.Done():
-			}
+			return *done
 		}
-		return
+		return nil
 	}
 	done := make(chan struct{})
 	ik.forced.Store(&done)
@@ -144,10 +177,52 @@ func (ik *issuerKeys) refreshForToken(ctx context.Context) {
 		defer close(done)
 		_ = ik.fetchShared(ik.bg)
 	}()
+	return done
+}
+
+// await waits for done (a fetch in flight) for at most keyWait, and at most
+// half the time left before ctx's deadline, so that the caller gets a
+// verdict rather than DEADLINE_EXCEEDED. At most keyWaiters callers of the
+// issuer wait at a time: the others return at once and get their verdict
+// from the keys held.
+func (ik *issuerKeys) await(ctx context.Context, done <-chan struct{}) {
+	select {
+	case <-done:
+		return
+	default:
+	}
+	if ik.waiting.Add(1) > ik.keyWaiters {
+		ik.waiting.Add(-1)
+		ik.warnShed()
+		return
+	}
+	defer ik.waiting.Add(-1)
+	wait := ik.keyWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)/2)
+	}
+	if wait <= 0 {
+		return
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	select {
 	case <-done:
 	case <-ctx.Done():
+	case <-timer.C:
 	}
+}
+
+// warnShed says, at most once per shedLogEvery, that calls were answered
+// without waiting for the issuer's key set fetch.
+func (ik *issuerKeys) warnShed() {
+	now := ik.now().UnixNano()
+	last := ik.lastShed.Load()
+	if (last != 0 && now-last < int64(shedLogEvery)) || !ik.lastShed.CompareAndSwap(last, now) {
+		return
+	}
+	ik.log.Warn("key set fetch is slow: calls beyond the per-issuer wait bound get their verdict from the keys held without waiting (KEYS_UNAVAILABLE or UNKNOWN_KEY); check that usher can reach the issuer (`usher doctor`)",
+		"max_waiting", ik.keyWaiters, "jwks_uri", ik.status().JWKSURI)
 }
 
 // fetchShared runs one fetch at a time per issuer; concurrent callers share it.
@@ -218,22 +293,24 @@ func (ik *issuerKeys) transform(_ context.Context, res *http.Response) (*keySet,
 	return ks, nil
 }
 
+// accept and fail count a fetch once its outcome is in place, so that a
+// reader who sees the count sees the outcome.
 func (ik *issuerKeys) accept(ks *keySet) {
-	ik.goodFetches.Add(1)
 	prev := ik.set.Swap(ks)
 	ik.mu.Lock()
 	ik.lastError = ""
 	ik.mu.Unlock()
+	ik.goodFetches.Add(1)
 	if prev == nil || !slices.Equal(prev.kids(), ks.kids()) {
 		ik.log.Info("key set loaded", "kids", ks.kids(), "dropped", ks.dropped)
 	}
 }
 
 func (ik *issuerKeys) fail(err error) {
-	ik.badFetches.Add(1)
 	ik.mu.Lock()
 	ik.lastError = err.Error()
 	ik.mu.Unlock()
+	ik.badFetches.Add(1)
 	ik.log.Warn("key set fetch failed; keeping the last good set", "err", err, "have_keys", ik.set.Load() != nil)
 }
 
@@ -297,7 +374,7 @@ func (ik *issuerKeys) status() IssuerStatus {
 	st.JWKSURI, st.LastError = ik.jwksURI, ik.lastError
 	ik.mu.Unlock()
 	if ks := ik.set.Load(); ks != nil {
-		st.KeyIDs, st.LastRefresh = ks.kids(), ks.fetched
+		st.KeyIDs, st.LastRefresh, st.Stale = ks.kids(), ks.fetched, ik.stale(ks)
 	}
 	if r := ik.res.Load(); r != nil {
 		st.NextRefresh = r.Next()

@@ -30,21 +30,27 @@ func TestFetchClient_RefusesDowngradeRedirect(t *testing.T) {
 	}
 }
 
+// TestFetchClient_RefusesLinkLocal: whatever client and policy, a dial to a
+// link-local, metadata, multicast or unspecified address is refused in the
+// dialer's Control, before any packet, in every IPv6 form that leads there.
 func TestFetchClient_RefusesLinkLocal(t *testing.T) {
-	for _, addr := range []string{"169.254.169.254:80", "[fe80::1]:443", "0.0.0.0:80", "224.0.0.1:80"} {
-		if err := refuseLinkLocal("tcp", addr, nil); err == nil {
+	for _, addr := range append(neverForms, "0.0.0.0:80", "224.0.0.1:80") {
+		if err := checkDial(context.Background(), "tcp", addr, nil); err == nil {
 			t.Errorf("%s was not refused", addr)
 		}
 	}
-	if err := refuseLinkLocal("tcp", "127.0.0.1:443", nil); err != nil {
-		t.Errorf("loopback refused: %v", err)
+	if err := checkDial(context.Background(), "tcp", "127.0.0.1:443", nil); err != nil {
+		t.Errorf("loopback refused without an issuer's rules: %v", err)
 	}
-	// Through the client: refused in the dialer's Control, before any packet.
+	// Through the default client, without an issuer's rules: refused at the
+	// dial (or, when the environment sets a proxy, before asking it).
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := getLimited(ctx, newFetchClient(2*time.Second), "http://169.254.169.254/latest/meta-data/", 1024)
-	if err == nil || !strings.Contains(err.Error(), "link-local") {
-		t.Fatalf("metadata address: %v", err)
+	for _, u := range []string{"http://169.254.169.254/latest/meta-data/", "https://[64:ff9b::a9fe:a9fe]/", "https://[fd00:ec2::254]/latest/meta-data/", "https://[::ffff:169.254.169.254]/"} {
+		_, err := getLimited(ctx, newFetchClient(2*time.Second), u, 1024)
+		if err == nil || !strings.Contains(err.Error(), "link-local, multicast or cloud metadata address") {
+			t.Errorf("%s: %v", u, err)
+		}
 	}
 }
 

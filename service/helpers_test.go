@@ -96,16 +96,28 @@ func mustJSON(t testing.TB, v any) string {
 
 // forceRefresh moves the clock past the unknown-kid cooldown and validates
 // a token with an unknown kid, which refetches the issuer's key set; it
-// returns once the key set was requested again.
+// returns once the key set was requested again and that fetch is over (a
+// call waits for it only briefly: a slow fetch ends in the background).
 func forceRefresh(ctx context.Context, t testing.TB, v *service.Validator, clock *testkit.Clock, cooldown time.Duration, ti *testkit.Issuer, k *testkit.Key) {
 	t.Helper()
-	before := ti.Requests.Load()
+	before, fetches := ti.Requests.Load(), fetchCount(v, ti.URL())
 	clock.Advance(cooldown)
 	tok := testkit.Sign(t, map[string]any{"alg": k.Alg, "kid": "force-refresh"}, testkit.Claims(ti.URL()), k.Alg, k.Priv)
 	checkVerdict(t, v.Validate(ctx, tok, "api/users", nil), service.ReasonUnknownKey)
 	if ti.Requests.Load() == before {
 		t.Fatal("an unknown kid past the cooldown did not refetch the key set")
 	}
+	testkit.Eventually(ctx, t, "the refetch over", func() bool { return fetchCount(v, ti.URL()) > fetches })
+}
+
+// fetchCount is how many key set fetches of issuer are over, good or bad.
+func fetchCount(v *service.Validator, issuer string) uint64 {
+	for _, st := range v.Issuers() {
+		if st.Issuer == issuer {
+			return st.Fetches + st.Failures
+		}
+	}
+	return 0
 }
 
 func waitTried(ctx context.Context, t testing.TB, v *service.Validator) {

@@ -2,13 +2,10 @@ package service
 
 import (
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // Every message and hint of a verdict is written here. A message is one
@@ -36,7 +33,13 @@ var malformedHints = [...]string{
 	malformedClaimType:     "the issuer emits a registered claim with the wrong JSON type (RFC 7519 §4.1); fix the issuer's token format",
 	malformedDate:          "the issuer emits a time claim that is not a date (RFC 7519 §2: NumericDate, seconds since 1970); check the issuer's clock and how it writes exp, nbf and iat",
 	malformedExtension:     "the token requires a JWS extension usher does not implement; ask the issuer for a token without crit or b64",
+	malformedScope:         "the issuer emits a scope holding a control character, white space other than the single space between scopes, or an invisible character (RFC 6749 §3.3: scopes are visible characters separated by spaces); such a scope could read as two, so the token is refused: fix the scope's name at the issuer",
+	malformedOpaque:        opaqueHint,
 }
+
+const opaqueHint = "this is an opaque (reference) access token, not a JWT: usher validates JWT access tokens by their signature and cannot validate an opaque one. " +
+	"Ask the issuer for JWT access tokens (Ory Hydra: strategies.access_token: jwt; node-oidc-provider: request the token for a resource indicator, the RFC 8707 \"resource\" parameter, whose resource server has accessTokenFormat: 'jwt'), " +
+	"or configure token introspection (RFC 7662) for this issuer once usher supports it"
 
 const resendHint = "send the compact JWS exactly as the issuer returned it (three base64url segments joined by dots), without quotes, line breaks or URL encoding"
 
@@ -63,10 +66,7 @@ func algorithmVerdict(t *parsedToken, allowed []string) *Verdict {
 }
 
 func (v *Validator) untrustedIssuerVerdict(t *parsedToken) *Verdict {
-	trusted := make([]string, 0, len(v.order))
-	for _, ik := range v.order {
-		trusted = append(trusted, ik.cfg.Issuer)
-	}
+	trusted := slices.Clone(v.hints.trusted)
 	out := &Verdict{Reason: ReasonUntrustedIssuer, Mismatch: &Mismatch{Claim: "iss", Expected: trusted}}
 	if !t.claims.hasIss {
 		out.Message = "token has no iss claim"
@@ -76,13 +76,11 @@ func (v *Validator) untrustedIssuerVerdict(t *parsedToken) *Verdict {
 	iss := Printable(t.claims.iss) // unverified: bounded before it is shown
 	out.Mismatch.Actual = []string{iss}
 	out.Message = fmt.Sprintf("issuer %q is not trusted", iss)
-	for _, want := range trusted {
-		if d := nearMiss(t.claims.iss, want); d != "" {
-			out.Hint = fmt.Sprintf("the token's iss %q differs from the trusted issuer %q only by %s; iss is compared byte for byte, so fix the issuer URL in usher's config or in the issuer's settings so that they are identical", iss, want, d)
-			return out
-		}
+	if want, d := v.hints.issuerNearMiss(t.claims.iss); d != "" {
+		out.Hint = fmt.Sprintf("the token's iss %q differs from the trusted issuer %q only by %s; iss is compared byte for byte, so fix the issuer URL in usher's config or in the issuer's settings so that they are identical", iss, want, d)
+		return out
 	}
-	closest := closestString(t.claims.iss, trusted)
+	closest := v.hints.closestIssuer(t.claims.iss)
 	out.Hint = fmt.Sprintf("the closest trusted issuer is %q; get a token from a trusted issuer (%s), or add %q to usher's issuers if it should be trusted", closest, strings.Join(trusted, ", "), iss)
 	return out
 }
@@ -104,14 +102,15 @@ func keysUnavailableVerdict(ik *issuerKeys, stale *keySet) *Verdict {
 	}
 }
 
-func (v *Validator) unknownKeyVerdict(t *parsedToken, ik *issuerKeys, ks *keySet, ambiguous bool) *Verdict {
+// unknownKeyVerdict: refetched says whether the key set was refetched for
+// this token (or for one whose refetch it joined).
+func (v *Validator) unknownKeyVerdict(t *parsedToken, ik *issuerKeys, ks *keySet, ambiguous, refetched bool) *Verdict {
 	kids := ks.kids()
 	out := &Verdict{Reason: ReasonUnknownKey, Mismatch: &Mismatch{Claim: "kid", Expected: kids}}
 	published := "none"
 	if len(kids) > 0 {
 		published = strings.Join(kids, ", ")
 	}
-	fetched := ks.fetched.UTC().Format(time.RFC3339)
 	if t.kid == "" {
 		out.Message = fmt.Sprintf("token has no kid and issuer %s has no single key for %s", ik.cfg.Issuer, t.alg)
 		if ambiguous {
@@ -122,7 +121,21 @@ func (v *Validator) unknownKeyVerdict(t *parsedToken, ik *issuerKeys, ks *keySet
 	}
 	out.Mismatch.Actual = []string{t.kid}
 	out.Message = fmt.Sprintf("issuer %s has no key %q", ik.cfg.Issuer, Printable(t.kid))
-	out.Hint = fmt.Sprintf("the issuer publishes %s (key set fetched %s); the token was signed with a key it no longer (or never) published", published, fetched)
+	out.Hint = fmt.Sprintf("the issuer publishes %s (key set fetched %s); the token was signed with a key it no longer (or never) published", published, ks.fetched.UTC().Format(time.RFC3339))
+	now := ik.now()
+	if refetched && ks.fetched.UnixNano() < ik.tokenRefetchMark() {
+		out.Hint = fmt.Sprintf("the issuer publishes %s in the key set usher fetched %s ago; usher started to refetch it for this token, and the refetch has not finished (or failed: ListIssuers' last_error or `usher doctor` says which): retry shortly", published, now.Sub(ks.fetched).Round(time.Second))
+	}
+	if wait, retryAfter := ik.refetchWait(now); !refetched && wait > 0 {
+		why := fmt.Sprintf("usher refetches it for an unknown kid at most once per unknown_kid_cooldown (%s)", ik.cfg.UnknownKIDCooldown)
+		if retryAfter {
+			why = "the issuer asked for no fetch before then (Retry-After)"
+		}
+		out.Hint = fmt.Sprintf("the issuer publishes %s in the key set usher fetched %s ago; a key added since (a rotation) may not be in it yet, and %s: retry in %s, when usher refetches the set", published, now.Sub(ks.fetched).Round(time.Second), why, wait.Round(time.Second))
+	}
+	if len(t.kid) > maxNearTarget {
+		return out // a hint: a kid this long is not looked for in every other issuer's set
+	}
 	for _, other := range v.order {
 		if other == ik {
 			continue
@@ -135,16 +148,26 @@ func (v *Validator) unknownKeyVerdict(t *parsedToken, ik *issuerKeys, ks *keySet
 	return out
 }
 
-func invalidSignatureVerdict(t *parsedToken, ik *issuerKeys) *Verdict {
+func invalidSignatureVerdict(t *parsedToken, ik *issuerKeys, key *verifyKey) *Verdict {
+	msg := fmt.Sprintf("signature does not verify with key %q of %s", Printable(t.kid), ik.cfg.Issuer)
 	hint := "the token was altered, or signed by a different key that reuses this kid; get a fresh token from " + ik.cfg.Issuer
+	if t.kid == "" {
+		msg = fmt.Sprintf("signature does not verify with %s of %s (the token names no kid)", onlyKey(t.alg, key), ik.cfg.Issuer)
+		hint = "the token was altered, or signed by a key the issuer does not publish; get a fresh token from " + ik.cfg.Issuer
+	}
 	if len(t.keyHeader) > 0 {
 		hint += fmt.Sprintf(" (the token's %s header is ignored: usher only trusts keys from the configured key set)", strings.Join(t.keyHeader, ", "))
 	}
-	return &Verdict{
-		Reason:  ReasonInvalidSignature,
-		Message: fmt.Sprintf("signature does not verify with key %q of %s", Printable(t.kid), ik.cfg.Issuer),
-		Hint:    hint,
+	return &Verdict{Reason: ReasonInvalidSignature, Message: msg, Hint: hint}
+}
+
+// onlyKey names the key a token without kid is checked with: the issuer's
+// only key for its algorithm.
+func onlyKey(alg string, key *verifyKey) string {
+	if key.kid == "" {
+		return fmt.Sprintf("the issuer's only %s key (it has no kid)", alg)
 	}
+	return fmt.Sprintf("the issuer's only %s key (kid %q)", alg, key.kid)
 }
 
 func wrongTypeViolation(t *parsedToken, want string) Violation {
@@ -154,7 +177,7 @@ func wrongTypeViolation(t *parsedToken, want string) Violation {
 	}
 	hint := fmt.Sprintf("this issuer's access tokens carry typ %q (RFC 9068); ask for an access token, not another kind of token", want)
 	if t.looksLikeIDToken() {
-		hint = "this looks like an ID token (it carries nonce/at_hash or is addressed to a client): send the access token instead"
+		hint = "this looks like an ID token (" + t.idTokenEvidence() + "): send the access token instead"
 	}
 	return Violation{
 		Reason:   ReasonWrongTokenType,
@@ -207,13 +230,9 @@ func missingClaimViolation(name, issuer string) Violation {
 }
 
 func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected string) Violation {
-	shown := make([]string, len(auds)) // requested by the client: bounded and escaped
-	for i, a := range auds {
-		shown[i] = Printable(a)
-	}
 	out := Violation{
 		Reason:   ReasonAudienceMismatch,
-		Message:  fmt.Sprintf("token audience [%s] does not include %s", clip(strings.Join(shown, " "), 512), expected),
+		Message:  fmt.Sprintf("token audience [%s] does not include %s", shownAudiences(auds, false), expected),
 		Mismatch: &Mismatch{Claim: "aud", Expected: []string{expected}, Actual: slices.Clone(auds)},
 	}
 	fix := fmt.Sprintf("ask the issuer for a token with audience %s (OAuth 2.0 \"audience\" or RFC 8707 \"resource\" parameter)", expected)
@@ -222,31 +241,73 @@ func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected st
 		out.Message = "no expected audience was given"
 		out.Hint = "the calling service must say which audience it answers to; an empty audience never matches"
 		return out
+	case blank(expected):
+		out.Message = fmt.Sprintf("the expected audience %q is white space only", Printable(expected))
+		out.Hint = "the calling service must say which audience it answers to; a blank audience never matches (check how the service reads its audience from its configuration)"
+		return out
 	case len(auds) == 0:
 		out.Message = fmt.Sprintf("token has no audience; expected %s", expected)
 		out.Hint = "the token names no API it is meant for; " + fix
 		return out
 	}
-	for i, a := range auds {
-		if d := nearMiss(a, expected); d != "" {
-			out.Hint = fmt.Sprintf("the token's audience %q differs from %q only by %s; audiences are compared byte for byte: request the token with exactly %q, or fix the audience this service is configured with", shown[i], expected, d, expected)
-			return out
-		}
-	}
-	if t.looksLikeIDToken() {
-		out.Hint = "this looks like an ID token (its audience is a client id, it carries nonce/at_hash and no scope): send the access token instead; " + fix
+	if i, d := v.hints.audienceNearMiss(auds, expected); d != "" {
+		out.Hint = fmt.Sprintf("the token's audience %q differs from %q only by %s; audiences are compared byte for byte: request the token with exactly %q, or fix the audience this service is configured with", Printable(auds[i]), expected, d, expected)
 		return out
 	}
-	named := make([]string, 0, len(auds))
+	if t.looksLikeIDToken() {
+		out.Hint = "this looks like an ID token (" + t.idTokenEvidence() + "): send the access token instead; " + fix
+		return out
+	}
+	out.Hint = "this token was issued for " + v.namedAudiences(auds) + "; " + fix
+	return out
+}
+
+// blank reports whether an expected audience is empty or white space only:
+// a caller's bug, which never matches.
+func blank(audience string) bool { return strings.TrimSpace(audience) == "" }
+
+// shownAudiences lists a token's audiences for a message: each bounded and
+// escaped, an empty one as "" (or "" (an empty string) when spelt out), at
+// most 512 bytes in all.
+func shownAudiences(auds []string, spelt bool) string {
+	var b strings.Builder
 	for i, a := range auds {
-		if name, ok := v.audName[a]; ok && name != "" {
-			named = append(named, fmt.Sprintf("%s (%s)", name, a))
-		} else {
-			named = append(named, shown[i])
+		if b.Len() > 512 {
+			break
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		switch {
+		case a == "" && spelt:
+			b.WriteString(`"" (an empty string)`)
+		case a == "":
+			b.WriteString(`""`)
+		default:
+			b.WriteString(Printable(a))
 		}
 	}
-	out.Hint = "this token was issued for " + clip(strings.Join(named, " and "), 512) + "; " + fix
-	return out
+	return clip(b.String(), 512)
+}
+
+// namedAudiences lists a token's audiences with their registered names:
+// "Users API (api/users) and api/other", at most 512 bytes.
+func (v *Validator) namedAudiences(auds []string) string {
+	var b strings.Builder
+	for i, a := range auds {
+		if b.Len() > 512 {
+			break
+		}
+		if i > 0 {
+			b.WriteString(" and ")
+		}
+		if name, ok := v.audName[a]; ok && name != "" {
+			fmt.Fprintf(&b, "%s (%s)", name, a)
+		} else {
+			b.WriteString(shownAudiences([]string{a}, true))
+		}
+	}
+	return clip(b.String(), 512)
 }
 
 func scopeViolation(granted, required, missing []string) Violation {
@@ -273,37 +334,28 @@ func (t *parsedToken) looksLikeIDToken() bool {
 	return c.azp != "" && len(c.scopes) == 0 && slices.Contains(c.aud, c.azp)
 }
 
-// nearMiss describes how got differs from want when they are the same but
-// for a detail a human would miss; "" when they differ otherwise.
-func nearMiss(got, want string) string {
-	switch {
-	case got == want:
-		return ""
-	case strings.TrimSuffix(got, "/") == strings.TrimSuffix(want, "/"):
-		return "a trailing slash"
-	case strings.TrimSpace(got) == strings.TrimSpace(want):
-		return "surrounding white space"
-	case strings.EqualFold(got, want):
-		return "letter case"
-	case norm.NFC.String(got) == norm.NFC.String(want):
-		return "Unicode normalization (the same text in composed and decomposed form, NFC vs NFD)"
-	case norm.NFKC.String(got) == norm.NFKC.String(want):
-		return "Unicode look-alike characters (equal after NFKC normalization, e.g. fullwidth letters)"
+// idTokenEvidence names what makes a token look like an ID token, and only
+// what it carries: "it carries nonce; it is addressed to its own client
+// "spa" (aud = azp); it has no scope".
+func (t *parsedToken) idTokenEvidence() string {
+	c := &t.claims
+	var carries, ev []string
+	if c.hasNonce {
+		carries = append(carries, "nonce")
 	}
-	if gu, err := url.PathUnescape(got); err == nil && gu != got && gu == want {
-		return "percent-encoding"
+	if c.hasAtHash {
+		carries = append(carries, "at_hash")
 	}
-	gu, err1 := url.Parse(got)
-	wu, err2 := url.Parse(want)
-	if err1 == nil && err2 == nil && gu.Host != "" && wu.Host != "" && strings.EqualFold(gu.Hostname(), wu.Hostname()) && strings.TrimSuffix(gu.Path, "/") == strings.TrimSuffix(wu.Path, "/") {
-		switch {
-		case gu.Scheme != wu.Scheme:
-			return fmt.Sprintf("the scheme (%s vs %s)", gu.Scheme, wu.Scheme)
-		case gu.Port() != wu.Port():
-			return fmt.Sprintf("the port (%q vs %q)", gu.Port(), wu.Port())
-		}
+	if len(carries) > 0 {
+		ev = append(ev, "it carries "+strings.Join(carries, " and "))
 	}
-	return ""
+	if c.azp != "" && slices.Contains(c.aud, c.azp) {
+		ev = append(ev, fmt.Sprintf("it is addressed to its own client %q (aud = azp)", Printable(c.azp)))
+	}
+	if len(c.scopes) == 0 {
+		ev = append(ev, "it has no scope")
+	}
+	return strings.Join(ev, "; ")
 }
 
 func describeAudiences(as []KnownAudience) string {
@@ -325,58 +377,44 @@ func nonEmpty(s string) []string {
 	return []string{s}
 }
 
-// Printable shortens (to 128 bytes) and escapes (control characters become
-// '?') a value taken from an unverified token or a request before it goes
-// into a message or a log line.
+// Printable shortens (to 128 bytes) and escapes (controls, line separators
+// and bidirectional formatting characters become '?') a value taken from a
+// token or a request before it goes into a message or a log line.
 func Printable(s string) string { return clip(s, 128) }
 
 // clip is printable with a length of n bytes, cut on a rune boundary.
 func clip(s string, n int) string {
-	if len(s) > n {
-		cut := n
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
 	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if steering(r) {
 			return '?'
 		}
 		return r
-	}, s)
+	}, truncate(s, n))
 }
 
-// closestString returns the candidate nearest to s by edit distance.
-func closestString(s string, candidates []string) string {
-	best, bestD := "", -1
-	for _, c := range candidates {
-		if d := editDistance(s, c); bestD < 0 || d < bestD {
-			best, bestD = c, d
-		}
+// steering reports whether r can steer a terminal or a log viewer: C0 and C1
+// controls, DEL, the line and paragraph separators, and the bidirectional
+// formatting characters (Unicode UAX #9), which reorder what a reader sees.
+func steering(r rune) bool {
+	switch {
+	case r < 0x20, r >= 0x7f && r <= 0x9f:
+		return true
+	case r == 0x2028, r == 0x2029, r == 0x061c, r == 0x200e, r == 0x200f:
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
 	}
-	return best
+	return false
 }
 
-// editDistance is the Levenshtein distance over bytes, bounded to the first
-// 256 bytes of each side (iss values are short; an attacker's are cut).
-func editDistance(a, b string) int {
-	a, b = a[:min(len(a), 256)], b[:min(len(b), 256)]
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
 	}
-	return prev[len(b)]
+	return s[:cut] + "…"
 }

@@ -217,8 +217,10 @@ func checkText(t *testing.T, what, s string) {
 	if !utf8.ValidString(s) {
 		t.Errorf("%s is not valid UTF-8: %q", what, s)
 	}
-	if strings.ContainsAny(s, "\x00\r\n\x1b\x7f") {
-		t.Errorf("%s holds a raw control character: %q", what, s)
+	if strings.ContainsFunc(s, func(r rune) bool {
+		return r < 0x20 || (r >= 0x7f && r <= 0x9f) || r == 0x2028 || r == 0x2029 || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
+	}) {
+		t.Errorf("%s holds a raw control, line-separator or bidi character: %q", what, s)
 	}
 	if len(s) > 2000 {
 		t.Errorf("%s is %d bytes long", what, len(s))
@@ -519,6 +521,9 @@ func TestHostile_HeaderFields(t *testing.T) {
 		{"ANSI escape", "\x1b[31mrsa-1\x1b[0m", []string{"rsa-1"}},
 		{"DEL", "rsa-1\x7f", []string{"rsa-1"}},
 		{"U+2028 line separator", "rsa-1\u2028forged", []string{"rsa-1"}},
+		{"C1 NEL and CSI", "rsa-1\u0085\u009b31mforged", []string{"rsa-1"}},
+		{"bidi override", "\u202e1-asr\u202c", []string{"1-asr"}},
+		{"bidi isolate", "\u2067rsa-1\u2069", []string{"rsa-1"}},
 		{"10 KB", strings.Repeat("k", 10<<10), []string{"kkkk"}},
 		{"4 KB of CRLF", strings.Repeat("\r\n", 2<<10), nil},
 		{"multi-byte at the cut", strings.Repeat("a", 63) + "é" + strings.Repeat("b", 10), []string{"aaaa"}},
@@ -660,9 +665,8 @@ func TestHostile_KeyConfusion(t *testing.T) {
 
 // Claims: iss and aud are compared byte for byte (RFC 7519, sections 4.1.1
 // and 4.1.3), with a hint naming a near miss; dates are NumericDates
-// (RFC 7519, section 2) with the default leeway of 30 s; scopes are
-// space-separated names compared exactly (RFC 6749, section 3.3); an ID token
-// is not an access token.
+// (RFC 7519, section 2) with the default leeway of 30 s; an ID token is not
+// an access token.
 func TestHostile_Claims(t *testing.T) {
 	ctx := testkit.Context(t)
 	f := newHostileFixture(t, ctx)
@@ -681,6 +685,11 @@ func TestHostile_Claims(t *testing.T) {
 
 	// iss near misses of an https issuer.
 	add(service.ReasonValid, "static issuer control", staticTok(staticIssuer))
+	// Values of a verified token are shown escaped too: a terminal or a log
+	// viewer must not be steered by them.
+	add(service.ReasonAudienceMismatch, "aud with a bidi override", f.rsClaims(t, "aud", "\u202esresu/ipa"))
+	add(service.ReasonAudienceMismatch, "aud with C1 controls", f.rsClaims(t, "aud", "api/users\u009b2J\u0085"))
+	add(service.ReasonUntrustedIssuer, "iss with a bidi isolate", f.rsClaims(t, "iss", "\u2067https://evil.example\u2069"))
 	for _, c := range []struct{ name, iss, hint string }{
 		{":443", "https://auth.usher.test:443", "port"},
 		{":443 and a slash", "https://auth.usher.test:443/", ""},
@@ -792,7 +801,26 @@ func TestHostile_Claims(t *testing.T) {
 		add(service.ReasonMalformed, "aud "+name, f.rsClaims(t, "aud", aud))
 	}
 
-	// Scopes.
+	// An ID token used as an access token.
+	idClaims := func(iss string) map[string]any {
+		return testkit.Claims(iss, "aud", "client-123", "azp", "client-123", "nonce", "n-1", "at_hash", "h", "scope", testkit.Absent, "client_id", testkit.Absent)
+	}
+	addHint(service.ReasonWrongTokenType, "ID token at an at+jwt issuer", f.rs(t, hdr("alg", "RS256", "kid", "rsa-1", "typ", "JWT"), idClaims(typedIssuer)), "ID token")
+	addHint(service.ReasonAudienceMismatch, "ID token as an access token", f.rs(t, hdr("alg", "RS256", "kid", "rsa-1", "typ", "JWT"), idClaims(iss)), "ID token")
+
+	f.run(t, ctx, cases)
+}
+
+// Scopes: space-separated names compared exactly (RFC 6749, section 3.3);
+// a scope holding a control character, white space other than SP, or an
+// invisible character is refused, since it could read as two scopes.
+func TestHostile_Scopes(t *testing.T) {
+	ctx := testkit.Context(t)
+	f := newHostileFixture(t, ctx)
+	var cases []hostileCase
+	addAud := func(want service.Reason, name, tok, aud, hint string, scopes ...string) {
+		cases = append(cases, hostileCase{name: name, token: tok, audience: aud, scopes: scopes, want: want, hint: hint})
+	}
 	addAud(service.ReasonValid, "both scopes", f.rsClaims(t), "api/users", "", "users.read", "users.write")
 	addAud(service.ReasonInsufficientScope, "writer is not write", f.rsClaims(t, "scope", "users.writer"), "api/users", "", "users.write")
 	addAud(service.ReasonInsufficientScope, "scope prefix", f.rsClaims(t, "scope", "users.write"), "api/users", "", "users.writer")
@@ -804,19 +832,21 @@ func TestHostile_Claims(t *testing.T) {
 	addAud(service.ReasonValid, "scp array", f.rsClaims(t, "scope", testkit.Absent, "scp", []string{"users.read", "users.write"}), "api/users", "", "users.write")
 	addAud(service.ReasonValid, "scp string", f.rsClaims(t, "scope", testkit.Absent, "scp", "users.read users.write"), "api/users", "", "users.write")
 	addAud(service.ReasonMalformed, "scp a number", f.rsClaims(t, "scope", testkit.Absent, "scp", 7), "api/users", "")
-	// Granted scopes are shown without their control characters.
+	// Granted scopes are bounded when shown; a scope holding a control
+	// character, white space other than SP, or an invisible character is
+	// refused (RFC 6749, section 3.3), and the message escapes it.
+	addAud(service.ReasonInsufficientScope, "granted scope of 10 KB", f.rsClaims(t, "scope", strings.Repeat("s", 10<<10)), "", "", "users.write")
 	for name, scope := range map[string]string{
-		"CRLF": "users.read\r\nlevel=ERROR", "NUL": "users.read\x00", "ESC": "\x1b[2Jusers.read", "10 KB": strings.Repeat("s", 10<<10),
+		"CRLF": "users.read\r\nlevel=ERROR", "NUL": "users.read\x00", "ESC": "\x1b[2Jusers.read", "DEL": "users.read\x7f",
+		"C1 NEL": "users.read\u0085admin", "C1 CSI": "\u009b2Jusers.read", "TAB": "users.read\tadmin", "LF": "users.read\nadmin",
+		"NBSP": "users.read\u00a0admin", "U+3000": "files:read:x\u3000admin", "U+2028": "users.read\u2028admin",
+		"zero-width space": "users.read\u200badmin", "bidi override": "users.read\u202eadmin",
 	} {
-		addAud(service.ReasonInsufficientScope, "granted scope with "+name, f.rsClaims(t, "scope", scope), "", "", "users.write")
+		cases = append(cases, hostileCase{name: "scope with " + name, token: f.rsClaims(t, "scope", scope), scopes: []string{"admin"},
+			want: service.ReasonMalformed, hint: "scope", says: []string{"scope ", " holds U+"}})
+		cases = append(cases, hostileCase{name: "scp element with " + name, token: f.rsClaims(t, "scope", testkit.Absent, "scp", []string{"users.read", scope}), scopes: []string{"admin"},
+			want: service.ReasonMalformed, says: []string{"scp[1] ", " holds U+"}})
 	}
-
-	// An ID token used as an access token.
-	idClaims := func(iss string) map[string]any {
-		return testkit.Claims(iss, "aud", "client-123", "azp", "client-123", "nonce", "n-1", "at_hash", "h", "scope", testkit.Absent, "client_id", testkit.Absent)
-	}
-	addHint(service.ReasonWrongTokenType, "ID token at an at+jwt issuer", f.rs(t, hdr("alg", "RS256", "kid", "rsa-1", "typ", "JWT"), idClaims(typedIssuer)), "ID token")
-	addHint(service.ReasonAudienceMismatch, "ID token as an access token", f.rs(t, hdr("alg", "RS256", "kid", "rsa-1", "typ", "JWT"), idClaims(iss)), "ID token")
 
 	f.run(t, ctx, cases)
 }

@@ -131,13 +131,17 @@ func TestJWKSFaults_MaxStale(t *testing.T) {
 }
 
 // TestJWKSFaults_ConcurrentDuringRefresh: 1,000 validations with a new kid
-// during one slow refresh make one outbound request, and all see the new key.
+// during one slow refresh make one outbound request, and all see the new key
+// when they may all wait for it. (The refresh is held until every
+// validation started, so they may wait a minute, and 1,000 of them; by
+// default at most 128 wait, for at most 500 ms: TestBulkhead_*.)
 func TestJWKSFaults_ConcurrentDuringRefresh(t *testing.T) {
 	ctx := testkit.Context(t)
 	old, rotated := testkit.RSAKey(t, "rsa-1"), testkit.RSAKey(t, "rsa-2")
-	fi, _, v := faultyIssuer(ctx, t, testkit.ServeBody(testkit.JWKS(old)), func(c *service.IssuerConfig) {
-		c.UnknownKIDCooldown = time.Minute
-	})
+	fi := testkit.NewIssuer(t, old)
+	cfg := issuerConfig(fi, time.Minute)
+	v := testkit.NewValidator(t, ctx, testkit.NewClock(), []service.IssuerConfig{cfg}, service.WithKeyWait(time.Minute, 1000))
+	waitTried(ctx, t, v)
 	body := testkit.JWKS(old, rotated)
 	arrived, release := make(chan struct{}), make(chan struct{})
 	var first sync.Once

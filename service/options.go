@@ -10,10 +10,13 @@ import (
 type Option interface{ apply(*options) }
 
 type options struct {
-	now      func() time.Time
-	log      *slog.Logger
-	http     *http.Client
-	observer Observer
+	now        func() time.Time
+	log        *slog.Logger
+	http       *http.Client
+	observer   Observer
+	keyWait    time.Duration
+	keyWaiters int
+	previous   *Validator
 }
 
 type optionFunc func(*options)
@@ -43,4 +46,37 @@ func WithHTTPClient(c *http.Client) Option {
 // observes nothing.
 func WithObserver(o Observer) Option {
 	return optionFunc(func(opts *options) { opts.observer = o })
+}
+
+// WithKeyWait bounds how a call waits for a key set fetch that its token
+// caused or joined (an unknown kid, no key set yet, a stale one): it waits
+// at most wait (default 500ms; less when its deadline is nearer), and at most
+// waiters calls of one issuer wait at a time (default 128); the others get
+// their verdict at once from the keys held (KEYS_UNAVAILABLE or UNKNOWN_KEY).
+// The fetch goes on in the background, bounded by fetch_timeout. The wait is
+// measured on the wall clock, not WithClock's. Zero or negative values keep
+// the default.
+func WithKeyWait(wait time.Duration, waiters int) Option {
+	return optionFunc(func(o *options) {
+		if wait > 0 {
+			o.keyWait = wait
+		}
+		if waiters > 0 {
+			o.keyWaiters = waiters
+		}
+	})
+}
+
+// WithPrevious starts the new validator with old's key sets (with their
+// fetch time, Retry-After and last error) for every issuer whose key source
+// did not change, so that a configuration reload during an issuer's outage
+// keeps its last good set until max_stale. The key source is the same when
+// the issuer's configuration differs at most in algorithms, token_type,
+// leeway, required_claims, audience_claims, refresh_interval,
+// unknown_kid_cooldown, fetch_timeout and max_stale (a changed issuer,
+// jwks_uri, discovery or jwks_file is a new source; a jwks_file is always
+// read again). Those issuers count as tried at once, and their key sets are
+// still fetched in the background. A nil old carries nothing.
+func WithPrevious(old *Validator) Option {
+	return optionFunc(func(o *options) { o.previous = old })
 }

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -22,6 +24,11 @@ const maxDiscoveryBytes = 256 << 10
 type discoveryDoc struct {
 	Issuer  string `json:"issuer"`
 	JWKSURI string `json:"jwks_uri"`
+
+	// policy is what the client that fetched the document may reach (set
+	// when it is a guardClient), so that check can refuse a jwks_uri before
+	// anything is sent to it.
+	policy *fetchPolicy
 }
 
 // discoveryURL is where OIDC Discovery §4 puts an issuer's document.
@@ -39,20 +46,36 @@ func fetchDiscovery(ctx context.Context, hc *http.Client, issuer string) (discov
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return doc, u, fmt.Errorf("discovery %s: not a JSON discovery document: %w", u, err)
 	}
+	if g, ok := hc.Transport.(*guardTransport); ok {
+		doc.policy = &g.policy
+	}
 	return doc, u, nil
 }
 
 // check applies OIDC Discovery §4.3: the document's issuer is exactly the
-// configured one, and it names a jwks_uri usher may fetch.
+// configured one, and it names a jwks_uri usher may fetch. The document is
+// the issuer's word, not the operator's: errors name what is wrong with its
+// jwks_uri, never the URL (it may point into the network usher runs in).
 func (d discoveryDoc) check(issuer string) error {
 	if d.Issuer != issuer {
-		return fmt.Errorf("the document's issuer is %q but the configured issuer is %q; they must be identical (OIDC Discovery §4.3)", d.Issuer, issuer)
+		return fmt.Errorf("the document's issuer is %q but the configured issuer is %q; they must be identical (OIDC Discovery §4.3)", clip(d.Issuer, 200), issuer)
 	}
 	if d.JWKSURI == "" {
 		return errors.New("no jwks_uri")
 	}
-	if err := checkFetchURL(d.JWKSURI); err != nil {
-		return fmt.Errorf("jwks_uri %w", err)
+	u, err := url.Parse(d.JWKSURI)
+	if err != nil || u.Host == "" {
+		return errors.New("jwks_uri is not an absolute URL")
+	}
+	if p := schemeProblem(u); p != "" {
+		return errors.New("jwks_uri " + p)
+	}
+	policy := policyFor(IssuerConfig{Issuer: issuer})
+	if d.policy != nil {
+		policy = *d.policy
+	}
+	if err := policy.hostAllowed("jwks_uri", u.Hostname()); err != nil {
+		return err
 	}
 	return nil
 }
@@ -82,12 +105,21 @@ func getLimited(ctx context.Context, hc *http.Client, u string, limit int64) ([]
 }
 
 // newFetchClient is the HTTP client for discovery and key sets: a deadline
-// on the whole fetch, and redirects only to the same host without a
-// downgrade to http.
+// on the whole fetch, redirects only to the same host without a downgrade
+// to http, the proxy of the environment (HTTPS_PROXY, NO_PROXY…), and the
+// address rules (fetchPolicy) applied to the target before it reaches a
+// proxy and to the resolved address at every dial.
 func newFetchClient(timeout time.Duration) *http.Client {
+	return newFetchClientVia(timeout, http.ProxyFromEnvironment, nil)
+}
+
+// newFetchClientVia is newFetchClient with the proxy function and the DNS
+// resolver (nil: the system's) given.
+func newFetchClientVia(timeout time.Duration, proxy func(*http.Request) (*url.URL, error), resolver *net.Resolver) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	dialer := &net.Dialer{Timeout: timeout, Control: refuseLinkLocal}
+	dialer := &net.Dialer{Timeout: timeout, Resolver: resolver, ControlContext: checkDial}
 	tr.DialContext = dialer.DialContext
+	tr.Proxy = checkedProxy(proxy, resolver)
 	return &http.Client{
 		Timeout:   timeout,
 		Transport: tr,
@@ -107,22 +139,170 @@ func newFetchClient(timeout time.Duration) *http.Client {
 	}
 }
 
-// refuseLinkLocal stops key fetches from reaching link-local, multicast and
-// unspecified addresses (e.g. a cloud metadata service at 169.254.169.254),
-// whatever name resolved to them.
-func refuseLinkLocal(_, address string, _ syscall.RawConn) error {
+// fetchTarget travels in a fetch request's context, from guardTransport to
+// the proxy function and the dialer: the rules of the issuer it is for.
+type fetchTarget struct {
+	policy   fetchPolicy
+	what     string      // "key set URL" or "discovery URL", for messages
+	viaProxy atomic.Bool // the proxy function chose a proxy: the dial is to the proxy
+}
+
+type fetchTargetKey struct{}
+
+// targetOf is the request's target; a request without one (a client used
+// without guardClient) gets openPolicy.
+func targetOf(ctx context.Context) *fetchTarget {
+	if t, ok := ctx.Value(fetchTargetKey{}).(*fetchTarget); ok {
+		return t
+	}
+	return &fetchTarget{policy: openPolicy, what: "URL"}
+}
+
+// checkDial is the dialer's ControlContext: it sees the address actually
+// connected to, after DNS, so no name can lead a fetch where the policy
+// forbids. A proxy's own address is the operator's choice and not checked.
+func checkDial(ctx context.Context, _, address string, _ syscall.RawConn) error {
+	t := targetOf(ctx)
+	if t.viaProxy.Load() {
+		return nil
+	}
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		return err
 	}
-	ip, err := netip.ParseAddr(host)
+	a, err := netip.ParseAddr(host)
 	if err != nil {
-		return fmt.Errorf("key fetch to %s refused: not an IP address", address)
+		return fmt.Errorf("dial to %s refused: not an IP address", address)
 	}
-	if ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
-		return fmt.Errorf("key fetch to %s refused: link-local, multicast or unspecified address", address)
+	if c, ok := t.policy.allows(a); !ok {
+		return &refusedError{what: t.what, class: c, resolved: true, addr: a}
 	}
 	return nil
+}
+
+// checkedProxy wraps the proxy function: when a request goes through a
+// proxy, usher never dials its target, so the target is checked here,
+// before the proxy is asked to CONNECT to it.
+func checkedProxy(proxy func(*http.Request) (*url.URL, error), resolver *net.Resolver) func(*http.Request) (*url.URL, error) {
+	return func(req *http.Request) (*url.URL, error) {
+		p, err := proxy(req)
+		if err != nil || p == nil {
+			return p, err
+		}
+		t := targetOf(req.Context())
+		if err := t.proxiedAllowed(req.Context(), resolver, req.URL.Hostname()); err != nil {
+			return nil, err
+		}
+		t.viaProxy.Store(true)
+		return p, nil
+	}
+}
+
+// proxiedAllowed checks a target the proxy will connect to: its address if
+// the URL writes one, else every address its name resolves to (the proxy
+// resolves it again, and may pick any). A name usher cannot resolve itself
+// is left to the proxy, which is then the only resolver that knows it.
+func (t *fetchTarget) proxiedAllowed(ctx context.Context, resolver *net.Resolver, host string) error {
+	if err := t.policy.hostAllowed(t.what, host); err != nil {
+		return err
+	}
+	if _, err := netip.ParseAddr(host); err == nil || isLoopbackHost(host) {
+		return nil
+	}
+	addrs, err := resolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil
+	}
+	for _, a := range addrs {
+		if c, ok := t.policy.allows(a); !ok {
+			return &refusedError{what: t.what, class: c, resolved: true, addr: a}
+		}
+	}
+	return nil
+}
+
+// guardClient is hc restricted to what issuer ic may fetch: every request
+// and redirect is checked against ic's fetchPolicy before it is sent, the
+// policy travels to newFetchClient's proxy function and dialer in the
+// request's context, and a failure is reported by its class, the detail
+// (addresses, ports) going to log only. A client of WithHTTPClient with its
+// own dialer gets the URL checks; the checks after DNS are newFetchClient's.
+func guardClient(hc *http.Client, ic IssuerConfig, log *slog.Logger) *http.Client {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := *hc
+	base := c.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	c.Transport = &guardTransport{base: base, policy: policyFor(ic), log: log.With("issuer", ic.Issuer)}
+	return &c
+}
+
+type guardTransport struct {
+	base   http.RoundTripper
+	policy fetchPolicy
+	log    *slog.Logger
+}
+
+func (g *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	what := "key set URL"
+	if strings.HasSuffix(req.URL.Path, "/.well-known/openid-configuration") {
+		what = "discovery URL"
+	}
+	t := &fetchTarget{policy: g.policy, what: what}
+	if err := t.urlAllowed(req.URL); err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		g.log.Warn("fetch refused before sending", "url", req.URL.Redacted(), "err", err)
+		return nil, err
+	}
+	resp, err := g.base.RoundTrip(req.WithContext(context.WithValue(req.Context(), fetchTargetKey{}, t)))
+	if err != nil {
+		var refused *refusedError
+		if errors.As(err, &refused) {
+			g.log.Warn("fetch refused", "url", req.URL.Redacted(), "address", refused.addr.String(), "err", err)
+		} else {
+			g.log.Info("fetch failed", "url", req.URL.Redacted(), "err", err)
+		}
+		return nil, &fetchError{err: err}
+	}
+	return resp, nil
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the base.
+func (g *guardTransport) CloseIdleConnections() {
+	if c, ok := g.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// urlAllowed applies the scheme rule and, for an address written in the
+// URL, the address rules.
+func (t *fetchTarget) urlAllowed(u *url.URL) error {
+	if p := schemeProblem(u); p != "" {
+		return errors.New("refused: the " + t.what + " " + p)
+	}
+	if err := t.policy.hostAllowed(t.what, u.Hostname()); err != nil {
+		return err
+	}
+	return nil
+}
+
+// fetchError is a failed round trip as callers see it (IssuerStatus's
+// LastError, KEYS_UNAVAILABLE): the class of failure, without the addresses
+// and ports a network error names. Unwrap gives the detail.
+type fetchError struct{ err error }
+
+func (e *fetchError) Error() string { return failureClass(e.err) }
+func (e *fetchError) Unwrap() error { return e.err }
+
+// Timeout keeps url.Error's Timeout working through the wrapper.
+func (e *fetchError) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.err, &ne) && ne.Timeout()
 }
 
 // checkFetchURL accepts https URLs, and http only for loopback hosts.
@@ -131,17 +311,31 @@ func checkFetchURL(s string) error {
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("%q is not an absolute URL", s)
 	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if isLoopbackHost(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("%q uses plain http: keys fetched without TLS can be replaced in transit; use https (http is allowed for loopback only)", s)
-	default:
+	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("%q: scheme %q is not http(s)", s, u.Scheme)
 	}
+	if p := schemeProblem(u); p != "" {
+		return fmt.Errorf("%q %s", s, p)
+	}
+	if a, err := netip.ParseAddr(u.Hostname()); err == nil && classify(a) == addrNever {
+		return fmt.Errorf("%q names a link-local, multicast or cloud metadata address: usher never fetches from it", s)
+	}
+	return nil
+}
+
+// schemeProblem says what is wrong with u's scheme for a fetch, or "":
+// https, or http to a loopback host only.
+func schemeProblem(u *url.URL) string {
+	switch u.Scheme {
+	case "https":
+		return ""
+	case "http":
+		if isLoopbackHost(u.Hostname()) {
+			return ""
+		}
+		return "uses plain http: keys fetched without TLS can be replaced in transit; use https (http is allowed for loopback only)"
+	}
+	return "has a scheme other than http(s)"
 }
 
 // isLoopbackHost reports whether a host name or address is loopback

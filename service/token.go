@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/usher-dev/usher/internal/strictjson"
 )
@@ -71,6 +73,12 @@ const (
 	malformedDate
 	// malformedExtension: crit or b64, JWS extensions usher does not implement.
 	malformedExtension
+	// malformedScope: a scope holding a character no scope may hold.
+	malformedScope
+	// malformedOpaque: no JWS at all but an opaque (reference) token.
+	malformedOpaque
+	// numMalformedKinds counts the kinds above.
+	numMalformedKinds
 )
 
 // malformed is why a token is not a well-formed compact JWS; part names the
@@ -117,8 +125,14 @@ func parseCompact(tok string, maxBytes int) (*parsedToken, *malformed) {
 			dots++
 		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
 		default:
+			if m := opaque(tok); m != nil {
+				return nil, m
+			}
 			return nil, bad(malformedShape, "token", "byte %d is %q, outside the base64url alphabet (A-Z a-z 0-9 - _) and '.'", i, rune(c))
 		}
+	}
+	if m := opaque(tok); m != nil {
+		return nil, m
 	}
 	switch {
 	case dots == 4:
@@ -166,6 +180,53 @@ func parseCompact(tok string, maxBytes int) (*parsedToken, *malformed) {
 		return nil, m
 	}
 	return t, nil
+}
+
+// opaquePrefixes name what some issuers' opaque tokens are by their prefix.
+var opaquePrefixes = []struct{ prefix, what string }{
+	{"ory_at_", "Ory's prefix of an opaque access token"},
+	{"ory_rt_", "Ory's prefix of a refresh token, which is never sent to an API"},
+	{"ory_ac_", "Ory's prefix of an authorization code, which is never sent to an API"},
+}
+
+// opaque reports a token that is no JWS at all but an opaque (reference)
+// token: a b64token (RFC 6750 §2.1) whose first segment is no base64url
+// JSON object and that is not five segments (a JWE), such as one random
+// string, RFC 6750's own example "mF_9.B5f-4.1JqM" or Ory's
+// "ory_at_<key>.<signature>". A JWS mangled in transit (a quote, a space, a
+// lost segment, a "Bearer" without its space) is not opaque: nil.
+func opaque(tok string) *malformed {
+	first, _, _ := strings.Cut(tok, ".")
+	if first == "" || joseHeader(first) || len(tok) >= 6 && strings.EqualFold(tok[:6], "bearer") {
+		return nil
+	}
+	body := strings.TrimRight(tok, "=")
+	dots := strings.Count(body, ".")
+	if body == "" || dots == 4 || strings.ContainsFunc(body, func(r rune) bool {
+		return !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("-._~+/", r))
+	}) {
+		return nil
+	}
+	m := bad(malformedOpaque, "token", "not a JWT: %d characters without a dot, the form of an opaque (reference) token", len(tok))
+	if dots > 0 {
+		m = bad(malformedOpaque, "token", "not a JWT: %d segments whose first is not a base64url JSON header, the form of an opaque (reference) token", dots+1)
+	}
+	for _, p := range opaquePrefixes {
+		if strings.HasPrefix(tok, p.prefix) {
+			m.why += fmt.Sprintf(" (%s is %s)", p.prefix, p.what)
+		}
+	}
+	return m
+}
+
+// joseHeader reports whether a (non-empty) segment begins as the base64url
+// of a JSON object does, with '{'.
+func joseHeader(seg string) bool {
+	if len(seg) < 4 {
+		return seg[0] == 'e'
+	}
+	b, err := base64.RawURLEncoding.DecodeString(seg[:4])
+	return err == nil && b[0] == '{'
 }
 
 // b64 decodes canonical unpadded base64url: no padding, no '+/', no
@@ -273,25 +334,112 @@ func (c *tokenClaims) read(p map[string]any) *malformed {
 			return m
 		}
 	}
-	if v, ok := p["scope"]; ok {
-		s, ok := v.(string)
-		if !ok {
-			return bad(malformedClaimType, "payload", "scope is %s, not a space-separated string (RFC 9068 §2.2.3)", strictjson.TypeName(v))
-		}
-		c.scopes = strings.Fields(s)
-	}
-	if v, ok := p["scp"]; ok {
-		scp, m := stringOrStrings("scp", v)
-		if m != nil {
-			return m
-		}
-		for _, s := range scp {
-			c.scopes = append(c.scopes, strings.Fields(s)...)
-		}
+	if c.scopes, m = readScopes(p); m != nil {
+		return m
 	}
 	_, c.hasNonce = p["nonce"]
 	_, c.hasAtHash = p["at_hash"]
 	return nil
+}
+
+// readScopes reads scope, a string of scopes separated by SP (RFC 6749
+// §3.3, RFC 9068 §2.2.3), then scp, such a string or an array whose every
+// element is one scope; each scope is kept once, in the order first seen.
+func readScopes(p map[string]any) ([]string, *malformed) {
+	var out []string
+	var m *malformed
+	if v, ok := p["scope"]; ok {
+		s, ok := v.(string)
+		if !ok {
+			return nil, bad(malformedClaimType, "payload", "scope is %s, not a space-separated string (RFC 9068 §2.2.3)", strictjson.TypeName(v))
+		}
+		if out, m = appendScopes(out, "scope", s); m != nil {
+			return nil, m
+		}
+	}
+	switch v := p["scp"].(type) {
+	case nil:
+		if _, ok := p["scp"]; ok {
+			return nil, bad(malformedClaimType, "payload", "scp is null, not a string or an array of strings")
+		}
+	case string:
+		if out, m = appendScopes(out, "scp", v); m != nil {
+			return nil, m
+		}
+	case []any:
+		for i, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return nil, bad(malformedClaimType, "payload", "scp[%d] is %s, not a string", i, strictjson.TypeName(e))
+			}
+			if m := checkScope(fmt.Sprintf("scp[%d]", i), s); m != nil {
+				return nil, m
+			}
+			if s != "" {
+				out = append(out, s)
+			}
+		}
+	default:
+		return nil, bad(malformedClaimType, "payload", "scp is %s, not a string or an array of strings", strictjson.TypeName(v))
+	}
+	return uniqueScopes(out), nil
+}
+
+// appendScopes splits s on SP alone (extra spaces are tolerated) and
+// appends each scope.
+func appendScopes(out []string, claim, s string) ([]string, *malformed) {
+	if m := checkScope(claim, s); m != nil {
+		return nil, m
+	}
+	for sc := range strings.SplitSeq(s, " ") {
+		if sc != "" {
+			out = append(out, sc)
+		}
+	}
+	return out, nil
+}
+
+// checkScope refuses a character that would make one scope read as two, or
+// look like another: control characters (C0, DEL, C1), white space other
+// than SP (no-break, ideographic, line and paragraph separators…) and
+// invisible format characters (zero-width, bidi controls). RFC 6749 §3.3
+// allows only visible ASCII but '"' and '\'; usher also accepts those two
+// and visible non-ASCII characters, which some issuers emit. SP separates
+// the scopes of a string; in an element of an scp array it is part of the
+// one scope (which a header-forwarding adapter then refuses to forward).
+func checkScope(claim, s string) *malformed {
+	i := strings.IndexFunc(s, func(r rune) bool {
+		return r != ' ' && (unicode.IsControl(r) || unicode.IsSpace(r) || unicode.Is(unicode.Cf, r))
+	})
+	if i < 0 {
+		return nil
+	}
+	r, _ := utf8.DecodeRuneInString(s[i:])
+	kind := "an invisible format character"
+	switch {
+	case unicode.IsControl(r):
+		kind = "a control character"
+	case unicode.IsSpace(r):
+		kind = "white space other than the space that separates scopes"
+	}
+	return bad(malformedScope, "payload", "%s %q holds %U, %s", claim, truncate(s, 128), r, kind)
+}
+
+// uniqueScopes keeps the first of equal scopes (a token may carry the same
+// scopes in scope and scp).
+func uniqueScopes(s []string) []string {
+	if len(s) < 2 {
+		return s
+	}
+	seen := make(map[string]bool, len(s))
+	out := s[:0]
+	for _, sc := range s {
+		if !seen[sc] {
+			seen[sc] = true
+			out = append(out, sc)
+		}
+	}
+	return out
 }
 
 func stringOrStrings(name string, v any) ([]string, *malformed) {

@@ -19,6 +19,7 @@ type Validator struct {
 	allAlgs   []string // every algorithm some issuer allows
 	audiences []KnownAudience
 	audName   map[string]string
+	hints     *hintIndex // issuers and audiences in the forms hints compare
 	maxBytes  int
 	now       func() time.Time
 	log       *slog.Logger
@@ -37,7 +38,7 @@ func NewValidator(ctx context.Context, cfg *Config, opts ...Option) (*Validator,
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := options{now: time.Now, log: slog.New(slog.DiscardHandler)}
+	o := options{now: time.Now, log: slog.New(slog.DiscardHandler), keyWait: defaultKeyWait, keyWaiters: defaultKeyWaiters}
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
@@ -48,6 +49,7 @@ func NewValidator(ctx context.Context, cfg *Config, opts ...Option) (*Validator,
 		now:      o.now,
 		log:      o.log,
 		observer: o.observer,
+		hints:    newHintIndex(cfg),
 	}
 	if cfg.CacheMaxEntries > 0 {
 		v.cache = newVerifiedCache(cfg.CacheMaxEntries, cfg.CacheMaxBytes)
@@ -61,7 +63,7 @@ func NewValidator(ctx context.Context, cfg *Config, opts ...Option) (*Validator,
 		if hc == nil {
 			hc = newFetchClient(ic.FetchTimeout)
 		}
-		ik, err := newIssuerKeys(ctx, ic, hc, o.log, o.now)
+		ik, err := newIssuerKeys(ctx, ic, hc, &o)
 		if err != nil {
 			return nil, fmt.Errorf("issuer %q: %w", ic.Issuer, err)
 		}
@@ -103,7 +105,8 @@ func (v *Validator) Audiences() []KnownAudience { return slices.Clone(v.audience
 
 // Validate checks token for an API whose own audience is audience and which
 // requires every scope in scopes. The token may carry a "Bearer " prefix.
-// An empty audience never matches: it is a caller bug, and fails closed.
+// An empty (or white space only) audience never matches: it is a caller
+// bug, and fails closed.
 func (v *Validator) Validate(ctx context.Context, token, audience string, scopes []string) Verdict {
 	if v.observer == nil {
 		verdict, _ := v.validate(ctx, token, audience, scopes)
@@ -196,7 +199,7 @@ func (v *Validator) Inspect(ctx context.Context, token string) Inspection {
 		return Inspection{Signature: ReasonMalformed, Message: f.Message, Hint: f.Hint}
 	}
 	in := Inspection{Header: t.header, Claims: t.toClaims()}
-	vt, ik, _, fail := v.verify(ctx, tok)
+	vt, ik, key, fail := v.verify(ctx, tok)
 	if fail != nil {
 		in.Signature, in.Message, in.Hint = fail.Reason, fail.Message, fail.Hint
 		return in
@@ -208,6 +211,9 @@ func (v *Validator) Inspect(ctx context.Context, token string) Inspection {
 		}
 	}
 	in.Message = fmt.Sprintf("signature verified with key %q of %s", vt.kid, ik.cfg.Issuer)
+	if key.kid == "" { // neither the token nor the key has one
+		in.Message = fmt.Sprintf("signature verified with %s of %s", onlyKey(vt.alg, key), ik.cfg.Issuer)
+	}
 	switch {
 	case len(in.Audiences) > 0:
 		in.Message += "; accepted by " + describeAudiences(in.Audiences)
@@ -260,7 +266,7 @@ func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issu
 	if ik == nil {
 		return nil, nil, nil, v.untrustedIssuerVerdict(t)
 	}
-	ks := ik.keys()
+	ks, mark := ik.keys(), ik.tokenRefetchMark()
 	if ks == nil || ik.stale(ks) {
 		ik.refreshForToken(ctx)
 		if ks = ik.keys(); ks == nil || ik.stale(ks) {
@@ -274,7 +280,7 @@ func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issu
 		key, ambiguous = ks.pick(t.kid, spec)
 	}
 	if key == nil {
-		return nil, ik, nil, v.unknownKeyVerdict(t, ik, ks, ambiguous)
+		return nil, ik, nil, v.unknownKeyVerdict(t, ik, ks, ambiguous, ik.tokenRefetchMark() != mark)
 	}
 	if why := key.fits(t.alg, spec); why != "" {
 		return nil, ik, nil, &Verdict{
@@ -285,7 +291,7 @@ func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issu
 		}
 	}
 	if !key.verify(spec, t.signingInput, t.signature) {
-		return nil, ik, nil, invalidSignatureVerdict(t, ik)
+		return nil, ik, nil, invalidSignatureVerdict(t, ik, key)
 	}
 	if t.kid == "" {
 		t.kid = key.kid
@@ -361,7 +367,7 @@ func (v *Validator) checkClaims(ik *issuerKeys, t *parsedToken, audience string,
 		}
 	}
 	auds := t.audiences(cfg.AudienceClaims)
-	if audience == "" || !slices.Contains(auds, audience) {
+	if blank(audience) || !slices.Contains(auds, audience) {
 		out = append(out, v.audienceViolation(t, auds, audience))
 	}
 	if missing := missingScopes(c.scopes, scopes); len(missing) > 0 {

@@ -153,6 +153,9 @@ type IssuerStatus struct {
 	LastRefresh time.Time
 	LastError   string
 	NextRefresh time.Time
+	// Stale: the key set held is older than max_stale (every refresh since
+	// failed), so its keys no longer verify anything.
+	Stale bool
 	// Fetches and Failures count key set fetches since this validator started.
 	Fetches, Failures uint64
 }

@@ -1,0 +1,4 @@
+package service
+
+// KeyWaiters is how many calls wait for issuer's key set fetch now.
+func KeyWaiters(v *Validator, issuer string) int64 { return v.issuers[issuer].waiting.Load() }
