@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
@@ -24,10 +25,17 @@ func MaxRecvMsgSize(maxTokenBytes int) int { return maxTokenBytes + 16<<10 }
 
 // LimitInFlight sheds load: beyond max concurrent calls it answers
 // RESOURCE_EXHAUSTED at once rather than queuing without bound, and it gives
-// a call without a deadline one of MaxCallTime.
+// a call without a deadline one of MaxCallTime. Health checks
+// (grpc.health.v1.Health Check and List, matched by their exact method
+// names) are never counted or refused: an orchestrator that cannot read
+// health under load would pull or restart a replica that is only busy, and
+// a health answer costs a map lookup.
 func LimitInFlight(max int) grpc.UnaryServerInterceptor {
 	var inFlight atomic.Int64
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if neverShed(info.FullMethod) {
+			return handler(ctx, req)
+		}
 		if n := inFlight.Add(1); n > int64(max) {
 			inFlight.Add(-1)
 			return nil, status.Error(codes.ResourceExhausted, fmt.Sprintf("usher is overloaded (%d calls in flight, max_in_flight %d): retry with backoff, or add replicas", n-1, max))
@@ -40,6 +48,11 @@ func LimitInFlight(max int) grpc.UnaryServerInterceptor {
 		}
 		return handler(ctx, req)
 	}
+}
+
+// neverShed reports whether a method is exempt from the in-flight limit.
+func neverShed(method string) bool {
+	return method == healthpb.Health_Check_FullMethodName || method == healthpb.Health_List_FullMethodName
 }
 
 // Intercepted runs a gRPC unary interceptor (such as LimitInFlight) around

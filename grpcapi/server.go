@@ -2,7 +2,9 @@ package grpcapi
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -24,24 +26,70 @@ import (
 // reload) while calls are in flight.
 type Server struct {
 	usherv1.UnimplementedTokenServiceServer
-	v   atomic.Pointer[service.Validator]
-	log *slog.Logger
+	v       atomic.Pointer[service.Validator]
+	swapped chan struct{} // tells the health monitor
+	sampler *LogSampler   // bounds the rejection lines
+	log     *slog.Logger
 }
 
+// Option configures NewServer and Register.
+type Option func(*options)
+
+type options struct {
+	now   func() time.Time
+	ticks <-chan time.Time
+}
+
+func newOptions(opts []Option) options {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// WithClock sets the clock the rejection log's sampling windows are measured
+// with (default time.Now).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithTicks sets what drives Register's periodic work: re-reading the
+// issuers' key sets for health, and writing the log's sampling summaries
+// (default a ticker of HealthPoll).
+func WithTicks(ticks <-chan time.Time) Option { return func(o *options) { o.ticks = ticks } }
+
+// HealthPoll is how often Register re-reads the issuers' key sets for health.
+const HealthPoll = time.Second
+
+// validateMsg is the message of ValidateToken's log line, sampled.
+const validateMsg = "validate"
+
 // NewServer returns the TokenService implementation over v. A nil log
-// discards.
-func NewServer(v *service.Validator, log *slog.Logger) *Server {
+// discards. Rejections are logged at Info through a LogSampler: a flood of
+// bad tokens writes a bounded number of lines.
+func NewServer(v *service.Validator, log *slog.Logger, opts ...Option) *Server {
+	o := newOptions(opts)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{log: log}
+	s := &Server{swapped: make(chan struct{}, 1), sampler: NewLogSampler(log.Handler(), o.now, validateMsg)}
+	s.log = slog.New(s.sampler)
 	s.v.Store(v)
 	return s
 }
 
 // Swap replaces the validator (a configuration reload). Calls in flight
-// finish on the one they started with.
-func (s *Server) Swap(v *service.Validator) { s.v.Store(v) }
+// finish on the one they started with; health follows the new one.
+func (s *Server) Swap(v *service.Validator) {
+	s.v.Store(v)
+	select {
+	case s.swapped <- struct{}{}:
+	default:
+	}
+}
+
+// FlushLog writes the count of every rejection line not logged one by one,
+// the sampling window over or not: call it at shutdown, once calls stopped.
+func (s *Server) FlushLog(ctx context.Context) { s.sampler.FlushAll(ctx) }
 
 // Current is the validator in service.
 func (s *Server) Current() *service.Validator { return s.v.Load() }
@@ -52,33 +100,44 @@ func (s *Server) Validate(ctx context.Context, token, audience string, scopes []
 }
 
 // Register serves TokenService, grpc.health.v1.Health and server reflection
-// on gs. Health answers NOT_SERVING until every issuer's keys were tried
-// once, then SERVING; it goes NOT_SERVING when ctx is done.
-func Register(ctx context.Context, gs *grpc.Server, v *service.Validator, log *slog.Logger) *Server {
-	srv := NewServer(v, log)
+// on gs. Health (see ServiceName and IssuerHealthName) follows the issuers'
+// key sets and the swapped validator until ctx is done, then answers
+// NOT_SERVING.
+func Register(ctx context.Context, gs *grpc.Server, v *service.Validator, log *slog.Logger, opts ...Option) *Server {
+	o := newOptions(opts)
+	srv := NewServer(v, log, opts...)
 	usherv1.RegisterTokenServiceServer(gs, srv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	const svc = "usher.v1.TokenService"
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	hs.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
+	m := newHealthMonitor(ctx, hs, srv, v)
+	m.update()
+	ticks := o.ticks
+	var stop func()
+	if ticks == nil {
+		t := time.NewTicker(HealthPoll)
+		ticks, stop = t.C, t.Stop
+	}
 	go func() {
-		if err := v.WaitTried(ctx); err != nil {
-			return
+		if stop != nil {
+			defer stop()
 		}
-		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
-		<-ctx.Done()
-		hs.Shutdown()
+		m.run(ctx, ticks)
 	}()
 	return srv
 }
 
 // ValidateToken implements usher.v1.TokenService.
 func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
-	if req.GetExpectedAudience() == "" {
-		return nil, status.Error(codes.InvalidArgument, "expected_audience is empty: pass the audience your own API answers to (e.g. api/invoices); usher never skips the audience check")
+	if aud := req.GetExpectedAudience(); strings.TrimSpace(aud) == "" {
+		what := "empty"
+		switch {
+		case len(aud) > 32:
+			what = fmt.Sprintf("white space only (%d bytes)", len(aud))
+		case aud != "":
+			what = fmt.Sprintf("white space only (%q)", aud)
+		}
+		return nil, status.Error(codes.InvalidArgument, "expected_audience is "+what+": pass the audience your own API answers to (e.g. api/invoices); usher never skips the audience check")
 	}
 	start := time.Now()
 	v := s.v.Load().Validate(ctx, req.GetToken(), req.GetExpectedAudience(), req.GetRequiredScopes())
@@ -96,7 +155,7 @@ func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRe
 		if v.Claims != nil {
 			attrs = append(attrs, slog.String("issuer", v.Claims.Issuer), slog.String("kid", service.Printable(v.Claims.KeyID)))
 		}
-		s.log.LogAttrs(ctx, level, "validate", attrs...)
+		s.log.LogAttrs(ctx, level, validateMsg, attrs...)
 	}
 	return verdictProto(&v), nil
 }

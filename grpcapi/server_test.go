@@ -27,12 +27,20 @@ import (
 // serve runs v behind a real gRPC server on loopback and returns a client connection.
 func serve(t *testing.T, ctx context.Context, v *service.Validator) *grpc.ClientConn {
 	t.Helper()
+	conn, _ := serveWith(t, ctx, v, slog.New(slog.DiscardHandler), nil)
+	return conn
+}
+
+// serveWith is serve with a logger, server options and Register's options;
+// it returns the Server too.
+func serveWith(t *testing.T, ctx context.Context, v *service.Validator, log *slog.Logger, sopts []grpc.ServerOption, opts ...grpcapi.Option) (*grpc.ClientConn, *grpcapi.Server) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	grpcapi.Register(ctx, gs, v, slog.New(slog.DiscardHandler))
+	gs := grpc.NewServer(sopts...)
+	srv := grpcapi.Register(ctx, gs, v, log, opts...)
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -40,7 +48,7 @@ func serve(t *testing.T, ctx context.Context, v *service.Validator) *grpc.Client
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return conn
+	return conn, srv
 }
 
 func TestServer_EndToEnd(t *testing.T) {

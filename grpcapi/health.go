@@ -1,0 +1,116 @@
+package grpcapi
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/usher-dev/usher/service"
+)
+
+// Health service names (grpc.health.v1.Health), all NOT_SERVING once
+// shutdown began:
+//
+//   - ServiceName ("usher.v1.TokenService"), for readiness: SERVING once every
+//     issuer's keys were tried and while at least one issuer holds keys;
+//     NOT_SERVING otherwise, since a replica that can only answer
+//     KEYS_UNAVAILABLE should get no traffic.
+//   - "" (the whole server), for liveness and start-up: SERVING once every
+//     issuer's keys were tried, whatever they hold. Restarting a replica
+//     never brings an issuer's keys back, so this one does not follow them.
+//   - IssuerHealthName(issuer): SERVING while that issuer holds keys,
+//     NOT_SERVING while it holds none (or is no longer configured), so that
+//     one bad issuer shows on a dashboard without taking the replica out.
+const (
+	ServiceName        = "usher.v1.TokenService"
+	IssuerHealthPrefix = ServiceName + "/issuer/"
+)
+
+// IssuerHealthName is the health service name of one configured issuer, e.g.
+// "usher.v1.TokenService/issuer/https://id.example.com".
+func IssuerHealthName(issuer string) string { return IssuerHealthPrefix + issuer }
+
+// hasKeys reports whether an issuer holds a key set to verify with: one
+// that is not past max_stale.
+func hasKeys(st service.IssuerStatus) bool { return len(st.KeyIDs) > 0 && !st.Stale }
+
+// healthMonitor sets the health statuses from the validator in service: at
+// every tick, when it is swapped, and once the first one has tried every
+// issuer's keys (start-up).
+type healthMonitor struct {
+	hs      *health.Server
+	srv     *Server
+	started atomic.Bool   // the first validator tried every issuer's keys
+	tried   chan struct{} // started became true
+	last    map[string]healthpb.HealthCheckResponse_ServingStatus
+}
+
+// newHealthMonitor watches v, the first validator, until it has tried every
+// issuer's keys or ctx is done. A reload swaps in validators that have.
+func newHealthMonitor(ctx context.Context, hs *health.Server, srv *Server, v *service.Validator) *healthMonitor {
+	m := &healthMonitor{hs: hs, srv: srv, tried: make(chan struct{}, 1), last: map[string]healthpb.HealthCheckResponse_ServingStatus{}}
+	go func() {
+		if v.WaitTried(ctx) == nil {
+			m.started.Store(true)
+			m.tried <- struct{}{}
+		}
+	}()
+	return m
+}
+
+// run follows the validator until ctx is done, then says NOT_SERVING
+// everywhere (shutdown).
+func (m *healthMonitor) run(ctx context.Context, ticks <-chan time.Time) {
+	defer m.hs.Shutdown()
+	for {
+		select {
+		case <-ticks:
+			m.srv.sampler.Flush(ctx)
+		case <-m.srv.swapped:
+		case <-m.tried:
+		case <-ctx.Done():
+			m.srv.sampler.FlushAll(ctx)
+			return
+		}
+		m.update()
+	}
+}
+
+// update sets every status from the validator in service now.
+func (m *healthMonitor) update() {
+	var names []string
+	next := map[string]healthpb.HealthCheckResponse_ServingStatus{}
+	anyKeys := false
+	for _, st := range m.srv.Current().Issuers() {
+		name := IssuerHealthName(st.Issuer)
+		names = append(names, name)
+		next[name] = servingIf(hasKeys(st))
+		anyKeys = anyKeys || hasKeys(st)
+	}
+	for name := range m.last {
+		if _, ok := next[name]; !ok && name != "" && name != ServiceName { // an issuer a reload removed
+			names = append(names, name)
+			next[name] = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+	}
+	started := m.started.Load()
+	next[ServiceName], next[""] = servingIf(started && anyKeys), servingIf(started)
+	// Issuers first and "" last: a watcher that sees "" change sees the
+	// others as of the same update.
+	for _, name := range append(names, ServiceName, "") {
+		if st := next[name]; m.last[name] != st {
+			m.hs.SetServingStatus(name, st)
+			m.last[name] = st
+		}
+	}
+}
+
+func servingIf(ok bool) healthpb.HealthCheckResponse_ServingStatus {
+	if ok {
+		return healthpb.HealthCheckResponse_SERVING
+	}
+	return healthpb.HealthCheckResponse_NOT_SERVING
+}
