@@ -71,8 +71,14 @@ type Route struct {
 	Host string `yaml:"host"`
 	// PathPrefix is a plain, case-sensitive prefix of the request path
 	// without its query, as Envoy's route "prefix" match; "" matches any
-	// path. Envoy hands the path normalized when its HTTP connection manager
-	// sets normalize_path and merge_slashes.
+	// path. It is matched against the path in normal form (RFC 3986: dot
+	// segments removed, percent-encoded unreserved characters decoded,
+	// repeated slashes merged), and must itself be written in that form. A
+	// path whose normal form matches another route than the path as sent,
+	// or that servers read differently (an encoded "/", a backslash, ";"
+	// parameters, …), is denied 400 AMBIGUOUS_PATH: Envoy may have routed
+	// either. Envoy hands the path normalized when its HTTP connection
+	// manager sets normalize_path and merge_slashes.
 	PathPrefix string `yaml:"path_prefix"`
 	// Audience is the audience the API behind the route answers to
 	// (required), e.g. api/invoices.
@@ -120,6 +126,10 @@ func (c *Config) Validate() error {
 		}
 		if r.PathPrefix != "" && (!strings.HasPrefix(r.PathPrefix, "/") || strings.ContainsAny(r.PathPrefix, "?# \t\r\n")) {
 			bad(key+".path_prefix", "%q must start with / and hold no query, fragment or white space, e.g. /invoices", r.PathPrefix)
+		} else if np := normalizePath(r.PathPrefix); np.why != "" {
+			bad(key+".path_prefix", "%q never matches: request paths are matched in normal form, and %s", r.PathPrefix, np.why)
+		} else if np.path != r.PathPrefix {
+			bad(key+".path_prefix", "%q is not in normal form (request paths are matched in normal form, RFC 3986): write %q", r.PathPrefix, np.path)
 		}
 		for j, s := range r.RequiredScopes {
 			if s == "" || strings.ContainsAny(s, " \t\r\n") {
@@ -179,24 +189,54 @@ type target struct {
 }
 
 // resolve picks the audience: the usher_audience context extension, else
-// the first matching route. why says what went wrong when ok is false.
-func (c *Config) resolve(ext map[string]string, host, path string) (t target, ok bool, why string) {
+// the first route matching the path in normal form. When none can be
+// picked, reason is ReasonNoRoute or ReasonAmbiguousPath and why says what
+// went wrong.
+func (c *Config) resolve(ext map[string]string, host, path string) (t target, reason, why string) {
+	np := normalizePath(path)
+	if np.why != "" {
+		return t, ReasonAmbiguousPath, ambiguous(path, np.why)
+	}
 	if aud, set := ext[ContextAudience]; set {
 		if strings.TrimSpace(aud) == "" {
-			return t, false, "the route's " + ContextAudience + " context extension is empty: set it to the audience of the API behind the route"
+			return t, ReasonNoRoute, "the route's " + ContextAudience + " context extension is empty: set it to the audience of the API behind the route"
 		}
-		return target{audience: aud, scopes: strings.Fields(ext[ContextScopes]), route: -1}, true, ""
+		if np.changed {
+			// Envoy chose the route on this path; the upstream may resolve it elsewhere.
+			return t, ReasonAmbiguousPath, ambiguous(path, fmt.Sprintf("Envoy routed it as sent, but its normal form is %q, which may be served by another route", clipPath(np.path)))
+		}
+		return target{audience: aud, scopes: strings.Fields(ext[ContextScopes]), route: -1}, "", ""
 	}
-	p := path
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		p = p[:i]
+	i := c.match(host, np.path)
+	if asSent := c.match(host, pathOnly(path)); asSent != i {
+		return t, ReasonAmbiguousPath, ambiguous(path, fmt.Sprintf("as sent it maps to %s, but its normal form %q to %s, and Envoy or the upstream may read it either way", c.routeName(asSent), clipPath(np.path), c.routeName(i)))
 	}
+	if i < 0 {
+		return t, ReasonNoRoute, fmt.Sprintf("no route of usher's ext_authz configuration matches host %q path %q, and Envoy set no %s context extension; usher denies what it cannot map to an audience", service.Printable(host), service.Printable(np.path), ContextAudience)
+	}
+	r := c.Routes[i]
+	return target{audience: r.Audience, scopes: r.RequiredScopes, route: i}, "", ""
+}
+
+// match is the index of the first route matching host and path, or -1.
+func (c *Config) match(host, path string) int {
 	for i, r := range c.Routes {
-		if hostMatches(r.Host, host) && strings.HasPrefix(p, r.PathPrefix) {
-			return target{audience: r.Audience, scopes: r.RequiredScopes, route: i}, true, ""
+		if hostMatches(r.Host, host) && strings.HasPrefix(path, r.PathPrefix) {
+			return i
 		}
 	}
-	return t, false, fmt.Sprintf("no route of usher's ext_authz configuration matches host %q path %q, and Envoy set no %s context extension; usher denies what it cannot map to an audience", service.Printable(host), service.Printable(p), ContextAudience)
+	return -1
+}
+
+func (c *Config) routeName(i int) string {
+	if i < 0 {
+		return "no route"
+	}
+	return fmt.Sprintf("routes[%d] (audience %s)", i, c.Routes[i].Audience)
+}
+
+func ambiguous(path, why string) string {
+	return fmt.Sprintf("path %q is ambiguous: %s; usher does not guess which API it reaches", service.Printable(pathOnly(path)), why)
 }
 
 func hostMatches(routeHost, host string) bool {

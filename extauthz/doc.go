@@ -20,6 +20,7 @@
 //	verdict                                    HTTP  CheckResponse.status  WWW-Authenticate
 //	valid                                      OK (claim headers added)
 //	no route and no usher_audience             403   PERMISSION_DENIED     (none)
+//	ambiguous path (see below)                 400   INVALID_ARGUMENT      (none) (AMBIGUOUS_PATH)
 //	no authorization header                    401   UNAUTHENTICATED       Bearer realm="<aud>"
 //	several values, another scheme, no token   401   UNAUTHENTICATED       …, error="invalid_request"
 //	any token reason but the two below         401   UNAUTHENTICATED       …, error="invalid_token", error_description="…"
@@ -27,6 +28,16 @@
 //	valid, but a claim a header cannot carry   401   UNAUTHENTICATED       …, error="invalid_token", … (UNFORWARDABLE_CLAIM)
 //	KEYS_UNAVAILABLE                           503   UNAVAILABLE           Bearer realm="<aud>"
 //	a reason this server does not know         503   UNAVAILABLE           Bearer realm="<aud>" (VALIDATION_UNAVAILABLE)
+//
+// Routes match the request path in normal form (RFC 3986: percent-encoded
+// unreserved characters decoded, repeated slashes merged, dot segments
+// removed), never the raw string. A path is denied AMBIGUOUS_PATH when
+// servers may read it as different paths: when its normal form maps to
+// another route than the path as sent (/users/../invoices), when it holds a
+// backslash, a ";" parameter, an encoded "/" or "\", an encoded control
+// character, a double percent-encoding or a Unicode look-alike of "/" or
+// ".", and, with a usher_audience context extension, whenever it is not in
+// normal form (Envoy chose the route on the path as sent).
 //
 // The mapping of a verdict's reason is usher's one reason table (the same as
 // the gRPC interceptors'), so that no front end answers a reason differently.

@@ -1,6 +1,7 @@
 package extauthz_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -471,6 +472,84 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestCheckAmbiguousPaths: route matching reads the path in normal form
+// (RFC 3986), never the raw string. A Users token must never reach a path
+// that resolves to /invoices: each spelling of a traversal is denied
+// AMBIGUOUS_PATH or checked for the route its normal form names.
+func TestCheckAmbiguousPaths(t *testing.T) {
+	e := newEngine(t)
+	c := e.serve(t, extauthz.Config{Routes: testRoutes})
+	users := e.Mint(t, devissuer.MintRequest{Audience: []string{"api/users"}, Scopes: []string{"users.read"}})
+	invoices := e.Mint(t, devissuer.MintRequest{Audience: []string{"api/invoices"}, Scopes: []string{"invoices.read"}})
+
+	for _, tc := range []struct {
+		path, token string
+		audience    string // "": denied AMBIGUOUS_PATH; else allowed, checked for this audience
+		why         string // a part of the denial's message
+	}{
+		{path: "/users/../invoices", why: `as sent it maps to routes[2] (audience api/users), but its normal form "/invoices" to routes[1] (audience api/invoices)`},
+		{path: "/users/%2e%2e/invoices", why: `its normal form "/invoices"`},
+		{path: "/users/%2E%2E/invoices", why: `its normal form "/invoices"`},
+		{path: "/users/.%2e/invoices", why: `its normal form "/invoices"`},
+		{path: "/users/./../invoices", why: `its normal form "/invoices"`},
+		{path: "/users/../invoices/42?x=1", why: `its normal form "/invoices/42"`},
+		{path: "/users%2f..%2finvoices", why: `encoded "/" (%2F)`},
+		{path: "/users%5c..%5cinvoices", why: `encoded "\" (%5C)`},
+		{path: `/users\..\invoices`, why: "backslash"},
+		{path: "/users;/../invoices", why: `";"`},
+		{path: "/users/..;/invoices", why: `";"`},
+		{path: "/users/%252e%252e/invoices", why: "double percent-encoding"},
+		{path: "/users/%EF%BC%8E%EF%BC%8E/invoices", why: "U+FF0E"},
+		{path: "/users//../invoices", why: "repeated slashes with dot segments"},
+		{path: "//invoices", why: `as sent it maps to no route, but its normal form "/invoices" to routes[1]`},
+		{path: "/users/%00/7", why: "encoded control character"},
+		{path: "/%75sers/7", why: `as sent it maps to no route, but its normal form "/users/7" to routes[2]`},
+		// The other way round: an Invoices path reached through /users.
+		{path: "/invoices/../users/7", token: invoices, why: `its normal form "/users/7" to routes[2] (audience api/users)`},
+		// Normal forms that name the same route as the path as sent.
+		{path: "/users/./7", audience: "api/users"},
+		{path: "/users/7/../8", audience: "api/users"},
+		{path: "/users//7", audience: "api/users"},
+		{path: "/users/%7E7", audience: "api/users"},
+		{path: "/invoices/./42", token: invoices, audience: "api/invoices"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			tok := cmp.Or(tc.token, users)
+			req := request{host: "api.example.com", path: tc.path, headers: bearerHeaders(tok)}
+			resp := check(t, c, req)
+			if tc.audience == "" {
+				assertDenied(t, resp, wantDenied{
+					code: codes.InvalidArgument, http: 400, reason: extauthz.ReasonAmbiguousPath,
+					message: "path …", hintContains: "normalize_path: true, merge_slashes: true",
+				})
+				if msg := resp.GetStatus().GetMessage(); !strings.Contains(msg, tc.why) || !strings.Contains(msg, "is ambiguous: ") {
+					t.Errorf("message %q does not say %q", msg, tc.why)
+				}
+				return
+			}
+			if got := oneHeader(t, resp.GetOkResponse().GetHeaders(), "x-usher-audience"); got != tc.audience {
+				t.Fatalf("checked for audience %q, want %q (status %v)", got, tc.audience, resp.GetStatus())
+			}
+		})
+	}
+
+	// A context extension: Envoy picked the route on the path as sent, so
+	// a path not in normal form is denied; one in normal form is checked.
+	ext := map[string]string{"usher_audience": "api/users"}
+	for _, path := range []string{"/users/../invoices", "/users/%2e%2e/invoices", "//invoices", "/users/./7", "/users;x/7"} {
+		resp := check(t, c, request{host: "api.example.com", path: path, headers: bearerHeaders(users), ext: ext})
+		if got := oneHeader(t, resp.GetDeniedResponse().GetHeaders(), "x-usher-reason"); got != extauthz.ReasonAmbiguousPath {
+			t.Errorf("context extension, path %q: reason %q, want AMBIGUOUS_PATH (status %v)", path, got, resp.GetStatus())
+		}
+	}
+	if resp := check(t, c, request{host: "api.example.com", path: "/users/7", headers: bearerHeaders(users), ext: ext}); codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+		t.Errorf("context extension, path in normal form: %v", resp.GetStatus())
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, `"reason":"AMBIGUOUS_PATH"`) {
+		t.Errorf("no AMBIGUOUS_PATH in the logs:\n%s", logs)
+	}
+}
+
 func TestCheckRawHeaders(t *testing.T) {
 	e := newEngine(t)
 	c := e.serve(t, extauthz.Config{Routes: testRoutes})
@@ -695,6 +774,17 @@ func TestConfigValidate(t *testing.T) {
 			`routes[1]: never matches: routes[0] (host "", path_prefix "/invoices")`,
 			`routes[3]: never matches: routes[2] (host "users.example.com", path_prefix "")`,
 			`routes[4]: never matches: routes[2]`,
+		}},
+		{name: "path prefix not in normal form", cfg: extauthz.Config{Routes: []extauthz.Route{
+			{PathPrefix: "/users/../invoices", Audience: "api/invoices"},
+			{PathPrefix: "/%75sers", Audience: "api/users"},
+			{PathPrefix: "/a;b", Audience: "api/a"},
+			{PathPrefix: "/b%2Fc", Audience: "api/b"},
+		}}, want: []string{
+			`routes[0].path_prefix: "/users/../invoices" is not in normal form (request paths are matched in normal form, RFC 3986): write "/invoices"`,
+			`routes[1].path_prefix: "/%75sers" is not in normal form (request paths are matched in normal form, RFC 3986): write "/users"`,
+			`routes[2].path_prefix: "/a;b" never matches: request paths are matched in normal form, and it holds ";"`,
+			`routes[3].path_prefix: "/b%2Fc" never matches: request paths are matched in normal form, and it holds an encoded "/"`,
 		}},
 		{name: "header prefix", cfg: extauthz.Config{Routes: testRoutes, HeaderPrefix: "x-"}, want: []string{`header_prefix: "x-" would capture x-envoy-`}},
 		{name: "header prefix envoy", cfg: extauthz.Config{Routes: testRoutes, HeaderPrefix: "x-envoy-usher-"}, want: []string{`header_prefix: "x-envoy-usher-" is Envoy's own header namespace`}},

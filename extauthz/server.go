@@ -34,6 +34,11 @@ var _ Validator = (*service.Validator)(nil)
 const (
 	// ReasonNoRoute: no route matched and Envoy set no usher_audience context extension.
 	ReasonNoRoute = "NO_ROUTE"
+	// ReasonAmbiguousPath: servers may read the request path as different
+	// paths (dot segments that change the route, an encoded "/" or "\", a
+	// backslash, ";" parameters, a double percent-encoding, …), so usher
+	// cannot say which API it reaches (400).
+	ReasonAmbiguousPath = "AMBIGUOUS_PATH"
 	// ReasonMissingCredentials: no authorization header.
 	ReasonMissingCredentials = "MISSING_CREDENTIALS"
 	// ReasonInvalidCredentials: several authorization values, another scheme, or no usable token.
@@ -112,14 +117,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		logAttrs = append(logAttrs, slog.String("request_id", service.Printable(id)))
 	}
 
-	t, ok, why := s.cfg.resolve(attrs.GetContextExtensions(), host, path)
-	if !ok {
-		s.logDecision(ctx, slog.LevelWarn, start, ReasonNoRoute, logAttrs)
-		return s.deny(denial{
-			code: codes.PermissionDenied, http: typev3.StatusCode_Forbidden, reason: ReasonNoRoute,
-			message: why,
-			hint:    "map the request to an audience: add a route (host, path_prefix, audience) to usher's ext_authz config, or set " + ContextAudience + " in the Envoy route's typed_per_filter_config check_settings.context_extensions",
-		}), nil
+	t, reason, why := s.cfg.resolve(attrs.GetContextExtensions(), host, path)
+	if reason != "" {
+		s.logDecision(ctx, slog.LevelWarn, start, reason, logAttrs)
+		return s.deny(routeDenial(reason, why)), nil
 	}
 	logAttrs = append(logAttrs, slog.String("audience", service.Printable(t.audience)))
 	realm := s.cfg.Realm
@@ -151,6 +152,23 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	s.logDecision(ctx, slog.LevelDebug, start, service.ReasonValid.String(), logAttrs)
 	return resp, nil
+}
+
+// routeDenial: the request maps to no audience (403 NO_ROUTE) or its path
+// to no single one (400 AMBIGUOUS_PATH).
+func routeDenial(reason, why string) denial {
+	if reason == ReasonAmbiguousPath {
+		return denial{
+			code: codes.InvalidArgument, http: typev3.StatusCode_BadRequest, reason: reason, message: why,
+			hint: "send the path in normal form (no . or .. segments, no encoded / or \\, no ; parameters, no repeated /); " +
+				"operator: set normalize_path: true, merge_slashes: true and path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT (or REJECT_REQUEST) " +
+				"in Envoy's HTTP connection manager, so that Envoy routes the path usher checks",
+		}
+	}
+	return denial{
+		code: codes.PermissionDenied, http: typev3.StatusCode_Forbidden, reason: reason, message: why,
+		hint: "map the request to an audience: add a route (host, path_prefix, audience) to usher's ext_authz config, or set " + ContextAudience + " in the Envoy route's typed_per_filter_config check_settings.context_extensions",
+	}
 }
 
 func (s *Server) logDecision(ctx context.Context, level slog.Level, start time.Time, reason string, attrs []slog.Attr) {
