@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -47,7 +48,7 @@ func (c *clientFlags) call(ctx context.Context, fn func(context.Context, *grpc.C
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	if err := fn(ctx, conn); err != nil {
-		return fmt.Errorf("usher at %s: %w (is `usher dev` or `usher serve` running there? set --addr)", c.addr, err)
+		return fmt.Errorf("usher at %s: %w (is `usher dev` or `usher serve` running there? set --addr)", c.addr, printableError{err})
 	}
 	return nil
 }
@@ -146,22 +147,23 @@ func reasonName(r usherv1.Reason) string { return strings.TrimPrefix(r.String(),
 
 // printVerdict is the human block of `usher validate`: the reason and its
 // sentence, expected vs actual, the hint, the other failed checks, and the
-// claims that matter with times in UTC and relative to now.
+// claims that matter with times in UTC and relative to now. Every string
+// of the response is printable()'d: it may come from a forged token.
 func printVerdict(w io.Writer, r *usherv1.ValidateTokenResponse, now time.Time, color bool) {
 	if r.GetValid() {
-		fmt.Fprintf(w, "%s  %s\n", paint(color, green+bold, "VALID"), r.GetMessage())
+		fmt.Fprintf(w, "%s  %s\n", paint(color, green+bold, "VALID"), printable(r.GetMessage()))
 	} else {
-		fmt.Fprintf(w, "%s  %s\n", paint(color, red+bold, reasonName(r.GetReason())), r.GetMessage())
+		fmt.Fprintf(w, "%s  %s\n", paint(color, red+bold, reasonName(r.GetReason())), printable(r.GetMessage()))
 	}
 	if m := r.GetMismatch(); m != nil {
-		fmt.Fprintf(w, "  expected %s: %s\n", m.GetClaim(), listOrNone(m.GetExpected()))
-		fmt.Fprintf(w, "  actual   %s: %s\n", m.GetClaim(), listOrNone(m.GetActual()))
+		fmt.Fprintf(w, "  expected %s: %s\n", printable(m.GetClaim()), printable(listOrNone(m.GetExpected())))
+		fmt.Fprintf(w, "  actual   %s: %s\n", printable(m.GetClaim()), printable(listOrNone(m.GetActual())))
 	}
 	if h := r.GetHint(); h != "" {
-		fmt.Fprintf(w, "  hint: %s\n", h)
+		fmt.Fprintf(w, "  hint: %s\n", printable(h))
 	}
 	for _, v := range r.GetViolations()[min(1, len(r.GetViolations())):] {
-		fmt.Fprintf(w, "  also %s: %s\n", reasonName(v.GetReason()), v.GetMessage())
+		fmt.Fprintf(w, "  also %s: %s\n", reasonName(v.GetReason()), printable(v.GetMessage()))
 	}
 	printClaims(w, r.GetClaims(), now)
 }
@@ -174,13 +176,13 @@ func printInspection(w io.Writer, r *usherv1.InspectTokenResponse, now time.Time
 	} else {
 		sig = paint(color, red+bold, sig)
 	}
-	fmt.Fprintf(w, "signature  %s  %s\n", sig, r.GetMessage())
+	fmt.Fprintf(w, "signature  %s  %s\n", sig, printable(r.GetMessage()))
 	if h := r.GetHint(); h != "" {
-		fmt.Fprintf(w, "  hint: %s\n", h)
+		fmt.Fprintf(w, "  hint: %s\n", printable(h))
 	}
 	if r.GetHeader() != nil {
 		b, _ := json.Marshal(r.GetHeader().AsMap())
-		fmt.Fprintf(w, "  header: %s\n", b)
+		fmt.Fprintf(w, "  header: %s\n", printable(string(b)))
 	}
 	if r.GetSignature() != usherv1.Reason_REASON_VALID && r.GetClaims() != nil {
 		fmt.Fprintln(w, "  claims below are UNVERIFIED: do not trust them")
@@ -191,7 +193,7 @@ func printInspection(w io.Writer, r *usherv1.InspectTokenResponse, now time.Time
 		for _, a := range r.GetAudiences() {
 			names = append(names, fmt.Sprintf("%s (%s)", a.GetAudience(), a.GetName()))
 		}
-		fmt.Fprintf(w, "  accepted by: %s\n", strings.Join(names, ", "))
+		fmt.Fprintf(w, "  accepted by: %s\n", printable(strings.Join(names, ", ")))
 	}
 }
 
@@ -201,7 +203,7 @@ func printClaims(w io.Writer, c *usherv1.Claims, now time.Time) {
 	}
 	line := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(w, "  %-9s %s\n", k, v)
+			fmt.Fprintf(w, "  %-9s %s\n", k, printable(v))
 		}
 	}
 	line("iss", c.GetIssuer())
@@ -285,7 +287,7 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("mint: %w", err)
 	}
 	if out.AccessToken == "" {
-		return fmt.Errorf("mint: token endpoint %s answered %s: %s", tokenURL, out.Error, out.Description)
+		return fmt.Errorf("mint: token endpoint %s answered %s: %s", printable(tokenURL), printable(out.Error), printable(out.Description))
 	}
 	_, err = fmt.Fprintln(stdout, out.AccessToken)
 	return err
@@ -323,7 +325,7 @@ func tokenEndpoint(ctx context.Context, issuer string) (string, error) {
 		return "", fmt.Errorf("mint: discovery: %w", err)
 	}
 	if doc.TokenEndpoint == "" {
-		return "", fmt.Errorf("mint: issuer %s has no token_endpoint", issuer)
+		return "", fmt.Errorf("mint: issuer %s has no token_endpoint", printable(issuer))
 	}
 	return doc.TokenEndpoint, nil
 }
@@ -331,15 +333,61 @@ func tokenEndpoint(ctx context.Context, issuer string) (string, error) {
 func getJSON(req *http.Request, dst any) error {
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return err
+		return printableError{err}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return err
+		return printableError{err}
 	}
 	if err := json.Unmarshal(body, dst); err != nil {
-		return fmt.Errorf("%s answered HTTP %d with non-JSON", req.URL, resp.StatusCode)
+		return fmt.Errorf("%s answered HTTP %d with non-JSON", printable(req.URL.String()), resp.StatusCode)
 	}
 	return nil
 }
+
+// printable escapes what a terminal would act on instead of showing: C0
+// controls (line breaks and ESC included), DEL, C1 controls, the Unicode
+// bidirectional controls (U+061C, U+200E, U+200F, U+202A–U+202E,
+// U+2066–U+2069), the line and paragraph separators (U+2028, U+2029) as
+// \uNNNN, and bytes that are not UTF-8 as \xNN. Everything else, printable
+// text, is kept as is. Every string of human output that comes from a
+// token, a server, an issuer or a config goes through it. --json output is
+// protojson's, for programs: it escapes C0 controls, not C1 or bidi ones.
+func printable(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, unprintable) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unprintable(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+func unprintable(r rune) bool {
+	switch {
+	case r < 0x20, r >= 0x7f && r <= 0x9f: // C0, DEL, C1
+		return true
+	case r == 0x061c, r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069: // bidi
+		return true
+	default:
+		return r == 0x2028 || r == 0x2029
+	}
+}
+
+// printableError is err with its text printable(): a server's or an
+// issuer's words in it reach the terminal.
+type printableError struct{ err error }
+
+func (e printableError) Error() string { return printable(e.err.Error()) }
+func (e printableError) Unwrap() error { return e.err }

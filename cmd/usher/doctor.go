@@ -70,7 +70,7 @@ func remoteChecks(ctx context.Context, cf *clientFlags) []service.Check {
 		checks = append(checks, service.Check{Subject: subject, Name: "reachable", OK: true, Detail: fmt.Sprintf("%d issuers", len(list.GetIssuers()))})
 		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "usher.v1.TokenService"})
 		health := service.Check{Subject: subject, Name: "health SERVING", OK: err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING,
-			Detail: resp.GetStatus().String(), Fix: "usher answers NOT_SERVING until every issuer's keys were tried once; see the issuers below"}
+			Detail: resp.GetStatus().String(), Fix: "usher answers NOT_SERVING until every issuer's keys were tried once, and while no issuer holds keys; see the issuers below"}
 		if err != nil {
 			health.Detail = err.Error()
 		}
@@ -102,23 +102,25 @@ func issuerChecks(is *usherv1.IssuerStatus, now time.Time) []service.Check {
 	return out
 }
 
-// printChecklist prints checks grouped by subject and returns how many failed.
+// printChecklist prints checks grouped by subject and returns how many
+// failed. Every string is printable()'d: issuers, key sets, a running
+// usher and the config all speak in it.
 func printChecklist(w io.Writer, title string, checks []service.Check, color bool) int {
-	fmt.Fprintln(w, title)
+	fmt.Fprintln(w, printable(title))
 	failed, subject := 0, ""
 	for _, c := range checks {
 		if c.Subject != subject {
 			subject = c.Subject
-			fmt.Fprintf(w, "\n%s\n", subject)
+			fmt.Fprintf(w, "\n%s\n", printable(subject))
 		}
 		mark := paint(color, green, "✓")
 		if !c.OK {
 			mark = paint(color, red, "✗")
 			failed++
 		}
-		fmt.Fprintf(w, "  %s %s: %s\n", mark, c.Name, c.Detail)
+		fmt.Fprintf(w, "  %s %s: %s\n", mark, printable(c.Name), printable(c.Detail))
 		if !c.OK && c.Fix != "" {
-			fmt.Fprintf(w, "      fix: %s\n", c.Fix)
+			fmt.Fprintf(w, "      fix: %s\n", printable(c.Fix))
 		}
 	}
 	switch failed {

@@ -52,12 +52,22 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintln(stderr, "usher:", ue.msg)
+		fmt.Fprintln(stderr, "usher:", printableLines(ue.msg))
 		return 2
 	default:
-		fmt.Fprintln(stderr, "usher:", err)
+		fmt.Fprintln(stderr, "usher:", printableLines(err.Error()))
 		return 1
 	}
+}
+
+// printableLines escapes each line of an error (a config value may hold
+// anything), keeping one problem a line.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // command is one subcommand: the commands table below drives dispatch, the

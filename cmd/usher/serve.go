@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -38,6 +39,8 @@ import (
 const (
 	shutdownGrace = 10 * time.Second
 	reloadWait    = 15 * time.Second
+	// extauthzLogMsg is the message of ext_authz's per-request lines.
+	extauthzLogMsg = "ext_authz check"
 )
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -99,6 +102,8 @@ type serveOptions struct {
 	log    *slog.Logger
 	ready  func(addr string) // told the gRPC address once the listener is open
 	reload <-chan struct{}   // a value asks for the config file to be re-read
+
+	engineOpts []service.Option // added to every validator's options (tests)
 }
 
 // server is a running usher: its listeners and what they serve.
@@ -115,6 +120,8 @@ type server struct {
 	vcancel  context.CancelFunc // ends the validator in service's key fetching
 	errc     chan error         // a listener that failed
 	closers  []func()           // run last to first when serve returns
+	// flushLogs write the sampled logs' last counts, once calls stopped.
+	flushLogs []func(context.Context)
 }
 
 // serve runs usher until ctx is done, then stops gracefully. Whatever it
@@ -154,16 +161,24 @@ func (s *server) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.lis, err = net.Listen("tcp", s.cfg.Listen); err != nil {
-		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	if s.lis, err = s.listen("listen", s.cfg.Listen); err != nil {
+		return err
 	}
 	// gs.Stop closes the listener only once gs.Serve has it: a start that
 	// fails before then must close it itself.
 	s.onClose(func() { _ = s.lis.Close() })
+	// Closers run last to first: the sampled logs' last counts are written
+	// once the server stopped.
+	s.onClose(func() {
+		for _, flush := range s.flushLogs {
+			flush(context.WithoutCancel(ctx))
+		}
+	})
 	s.gs = grpc.NewServer(opts...)
 	s.onClose(s.gs.Stop)
 	s.api = grpcapi.Register(ctx, s.gs, v.Validator, s.log)
-	if err := s.registerExtAuthz(); err != nil {
+	s.flushLogs = append(s.flushLogs, s.api.FlushLog)
+	if err := s.registerExtAuthz(ctx); err != nil {
 		return err
 	}
 	if err := s.startHTTP(); err != nil {
@@ -177,6 +192,16 @@ func (s *server) start(ctx context.Context) error {
 	return nil
 }
 
+// listen opens a TCP listener that holds at most max_connections
+// connections: beyond them, new ones wait in the kernel's accept queue.
+func (s *server) listen(key, addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", key, addr, err)
+	}
+	return netutil.LimitListener(l, s.cfg.MaxConnections), nil
+}
+
 // validator is a validator in service and the cancel that ends its key
 // fetching.
 type validator struct {
@@ -184,12 +209,18 @@ type validator struct {
 	cancel context.CancelFunc
 }
 
-func (s *server) newValidator(ctx context.Context, cfg *service.Config) (validator, error) {
+func (s *server) newValidator(ctx context.Context, cfg *service.Config, extra ...service.Option) (validator, error) {
 	vctx, cancel := context.WithCancel(ctx)
-	opts := []service.Option{service.WithLogger(s.log)}
+	opts := []service.Option{
+		service.WithLogger(s.log),
+		// One issuer's callers may hold at most an eighth of the in-flight
+		// budget while they wait for its key set.
+		service.WithKeyWait(0, max(1, s.cfg.MaxInFlight/8)),
+	}
 	if s.observer != nil {
 		opts = append(opts, service.WithObserver(s.observer))
 	}
+	opts = append(append(opts, s.engineOpts...), extra...)
 	v, err := service.NewValidator(vctx, cfg, opts...)
 	if err != nil {
 		cancel()
@@ -199,7 +230,7 @@ func (s *server) newValidator(ctx context.Context, cfg *service.Config) (validat
 }
 
 // grpcOptions are the gRPC server's limits, credentials, tracing and
-// interceptors (metrics, then the in-flight limit).
+// interceptors (metrics, then the in-flight and stream limits).
 func (s *server) grpcOptions(ctx context.Context) ([]grpc.ServerOption, error) {
 	cfg := s.cfg
 	opts := []grpc.ServerOption{
@@ -233,24 +264,33 @@ func (s *server) grpcOptions(ctx context.Context) ([]grpc.ServerOption, error) {
 		opts = append(opts, opt)
 	}
 	s.limit = grpcapi.LimitInFlight(cfg.MaxInFlight)
+	streams := grpcapi.LimitStreams(cfg.MaxStreams)
 	if s.reg == nil {
-		return append(opts, grpc.ChainUnaryInterceptor(s.limit)), nil
+		return append(opts, grpc.ChainUnaryInterceptor(s.limit), grpc.ChainStreamInterceptor(streams)), nil
 	}
 	s.grpcMet = grpcprom.NewServerMetrics()
 	s.reg.MustRegister(s.grpcMet, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return append(opts,
 		grpc.ChainUnaryInterceptor(s.grpcMet.UnaryServerInterceptor(), s.limit),
-		grpc.ChainStreamInterceptor(s.grpcMet.StreamServerInterceptor())), nil
+		grpc.ChainStreamInterceptor(s.grpcMet.StreamServerInterceptor(), streams)), nil
 }
 
-func (s *server) registerExtAuthz() error {
+// registerExtAuthz serves ext_authz when configured. Its per-request
+// decision lines are sampled as the TokenService's are: a flood of bad
+// tokens through Envoy writes a bounded number of lines.
+func (s *server) registerExtAuthz(ctx context.Context) error {
 	if s.cfg.ExtAuthz == nil {
 		return nil
 	}
-	ea, err := extauthz.New(s.api, *s.cfg.ExtAuthz, s.log)
+	sampler := grpcapi.NewLogSampler(s.log.Handler(), nil, extauthzLogMsg)
+	ea, err := extauthz.New(s.api, *s.cfg.ExtAuthz, slog.New(sampler))
 	if err != nil {
 		return err
 	}
+	ticker := time.NewTicker(time.Second)
+	s.onClose(ticker.Stop)
+	go sampler.Run(ctx, ticker.C)
+	s.flushLogs = append(s.flushLogs, sampler.FlushAll)
 	ea.Register(s.gs)
 	s.log.Info("serving envoy.service.auth.v3.Authorization", "routes", len(s.cfg.ExtAuthz.Routes))
 	return nil
@@ -259,7 +299,8 @@ func (s *server) registerExtAuthz() error {
 // startHTTP opens the metrics and HTTP/JSON listeners that are configured.
 func (s *server) startHTTP() error {
 	if s.cfg.MetricsListen != "" {
-		if err := s.listenHTTP("metrics", s.cfg.MetricsListen, &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 5 * time.Second}, nil); err != nil {
+		// With tls, metrics (and pprof) are served over it too, like every listener.
+		if err := s.listenHTTP("metrics", s.cfg.MetricsListen, &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 5 * time.Second}, s.tls); err != nil {
 			return err
 		}
 	}
@@ -292,9 +333,9 @@ func (s *server) metricsHandler() http.Handler {
 }
 
 func (s *server) listenHTTP(key, addr string, hs *http.Server, tlsConf *tls.Config) error {
-	hl, err := net.Listen("tcp", addr)
+	hl, err := s.listen(key, addr)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", key, addr, err)
+		return err
 	}
 	if tlsConf != nil {
 		hs.TLSConfig = tlsConf

@@ -22,11 +22,16 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"github.com/usher-dev/usher/client"
+	"github.com/usher-dev/usher/extauthz"
+	"github.com/usher-dev/usher/grpcapi"
 	"github.com/usher-dev/usher/internal/config"
 	"github.com/usher-dev/usher/internal/devissuer"
 	"github.com/usher-dev/usher/internal/testkit"
@@ -534,7 +539,9 @@ func TestServe_InFlightLimitCoversHTTP(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	addr := startServe(t, serveOptions{cfg: cfg, log: discardLogger()})
+	// The held call waits for the hung refetch until its own deadline, not
+	// the default bounded wait, so that it stays in flight.
+	addr := startServe(t, serveOptions{cfg: cfg, log: discardLogger(), engineOpts: []service.Option{service.WithKeyWait(time.Minute, 1)}})
 	c, hc := dialUsher(t, addr)
 	waitServing(t, hc)
 	held, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}, KeyID: "not-published"})
@@ -572,5 +579,151 @@ func TestServe_InFlightLimitCoversHTTP(t *testing.T) {
 	release()
 	if err := <-done; err != nil {
 		t.Errorf("the held gRPC call: %v", err)
+	}
+}
+
+// serveDev starts `serve` trusting a dev issuer, with limits set by edit, and
+// returns its gRPC address once health is SERVING.
+func serveDev(t *testing.T, log *slog.Logger, edit func(*config.Config)) (string, *devissuer.Issuer) {
+	t.Helper()
+	iss := testkit.DevIssuer(t)
+	cfg := &config.Config{Listen: "127.0.0.1:0", Engine: service.Config{Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}}}}
+	edit(cfg)
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServe(t, serveOptions{cfg: cfg, log: log})
+	_, hc := dialUsher(t, addr)
+	waitServing(t, hc)
+	return addr, iss
+}
+
+// TestServe_StreamLimit: with max_streams 2, the third health Watch is
+// refused at once with RESOURCE_EXHAUSTED, while unary calls still work.
+func TestServe_StreamLimit(t *testing.T) {
+	addr, iss := serveDev(t, discardLogger(), func(c *config.Config) { c.MaxStreams = 2 })
+	c, hc := dialUsher(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	watch := func() error {
+		w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: "usher.v1.TokenService"})
+		if err != nil {
+			return err
+		}
+		_, err = w.Recv()
+		return err
+	}
+	for i := range 2 {
+		if err := watch(); err != nil {
+			t.Fatalf("Watch %d: %v", i+1, err)
+		}
+	}
+	if err := watch(); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("third Watch with max_streams 2: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	tok, _ := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}})
+	if resp, err := c.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: "api/users"}); err != nil || !resp.GetValid() {
+		t.Fatalf("ValidateToken with the streams full: %v, %v", resp, err)
+	}
+}
+
+// TestServe_ConnectionLimit: with max_connections 3, a fourth connection
+// waits (its call ends at its deadline) while the first three keep working,
+// and is served once one of them closes.
+func TestServe_ConnectionLimit(t *testing.T) {
+	// serveDev's own connection (it waited for SERVING on it) is the first.
+	addr, _ := serveDev(t, discardLogger(), func(c *config.Config) { c.MaxConnections = 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	check := func(conn *grpc.ClientConn, timeout time.Duration, opts ...grpc.CallOption) error {
+		cctx, ccancel := context.WithTimeout(ctx, timeout)
+		defer ccancel()
+		_, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{}, opts...)
+		return err
+	}
+	var conns []*grpc.ClientConn
+	for i := range 3 {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conns = append(conns, conn)
+		if i < 2 {
+			if err := check(conn, 5*time.Second); err != nil {
+				t.Fatalf("connection %d: %v", i+2, err)
+			}
+		}
+	}
+	if err := check(conns[2], 500*time.Millisecond); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("fourth connection with max_connections 3: %v, want it to wait (DEADLINE_EXCEEDED)", err)
+	}
+	for i, conn := range conns[:2] {
+		if err := check(conn, 5*time.Second); err != nil {
+			t.Fatalf("connection %d while a fourth waits: %v", i+2, err)
+		}
+	}
+	conns[0].Close()
+	if err := check(conns[2], 10*time.Second, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("fourth connection once another closed: %v", err)
+	}
+}
+
+// TestServe_ExtAuthzLogIsSampled: a flood of denials through ext_authz
+// writes a bounded number of decision lines.
+func TestServe_ExtAuthzLogIsSampled(t *testing.T) {
+	var logs testkit.SyncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	addr, _ := serveDev(t, log, func(c *config.Config) {
+		c.ExtAuthz = &extauthz.Config{Routes: []extauthz.Route{{PathPrefix: "/invoices", Audience: "api/invoices"}}}
+	})
+	conn := testkit.Dial(t, addr)
+	const calls = 200
+	for range calls {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/invoices/1", Host: "gw.example", Headers: map[string]string{"authorization": "Bearer not.a.token"}}}}})
+		cancel()
+		if err != nil || resp.GetDeniedResponse() == nil {
+			t.Fatalf("forged token through ext_authz: %v, %v", resp, err)
+		}
+	}
+	// Two windows at most, should the calls straddle one.
+	if n := strings.Count(logs.String(), `msg="ext_authz check" `); n > 2*grpcapi.SampleBurst {
+		t.Fatalf("%d ext_authz decision lines for %d denials, want at most %d", n, calls, 2*grpcapi.SampleBurst)
+	}
+}
+
+// TestServe_MetricsOverTLS: with tls, the metrics listener (and its pprof)
+// is served over it like every listener, so that metrics_listen off loopback
+// never serves plaintext next to a TLS gRPC listener.
+func TestServe_MetricsOverTLS(t *testing.T) {
+	iss := testkit.DevIssuer(t)
+	ca := testkit.NewCA(t)
+	certPEM, keyPEM := ca.Issue(t, 7, x509.ExtKeyUsageServerAuth)
+	metricsAddr := freeAddr(t)
+	cfg := &config.Config{Listen: "127.0.0.1:0", MetricsListen: metricsAddr,
+		TLS:    &config.TLS{CertFile: testkit.WriteFile(t, "tls.crt", certPEM), KeyFile: testkit.WriteFile(t, "tls.key", keyPEM)},
+		Engine: service.Config{Issuers: []service.IssuerConfig{{Issuer: iss.URL(), JWKSURI: iss.JWKSURL()}}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	startServe(t, serveOptions{cfg: cfg, log: discardLogger()})
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
+	resp, err := hc.Get("https://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "usher_") {
+		t.Fatalf("https /metrics: %s", resp.Status)
+	}
+	plain := &http.Client{Timeout: 5 * time.Second}
+	if resp, err := plain.Get("http://" + metricsAddr + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("plaintext /metrics answered 200 next to a TLS listener")
+		}
 	}
 }

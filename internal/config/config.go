@@ -19,17 +19,28 @@ import (
 const (
 	DefaultListen      = "127.0.0.1:50051"
 	DefaultMaxInFlight = 1024
-	DefaultMaxStreams  = 256
+	DefaultMaxStreams  = 256 // max_concurrent_streams, per connection
+	// DefaultMaxOpenStreams is max_streams: streaming calls (health Watch,
+	// reflection) open at once across every connection.
+	DefaultMaxOpenStreams = 1024
+	// DefaultMaxConnections is max_connections, per listener.
+	DefaultMaxConnections = 4096
 )
 
 // Config is usher's configuration: the engine's and the server's.
 type Config struct {
 	// Listen is the gRPC address (listen; default 127.0.0.1:50051).
 	Listen string
-	// MetricsListen is the optional Prometheus /metrics address (metrics_listen).
+	// MetricsListen is the optional Prometheus /metrics address
+	// (metrics_listen). Off loopback it needs tls (metrics are then served
+	// over it) or insecure_plaintext, as the other listeners do.
 	MetricsListen string
 	// Pprof serves net/http/pprof on the metrics listener (pprof).
 	Pprof bool
+	// PprofOffLoopback allows pprof on a metrics_listen that is not
+	// loopback (pprof_off_loopback): pprof has no authentication and shows
+	// the process's internals, so this is never implied, not even by tls.
+	PprofOffLoopback bool
 	// HTTPListen is the optional HTTP/JSON (Connect protocol) address (http_listen).
 	HTTPListen string
 	// TLS serves gRPC and HTTP/JSON over TLS, and mTLS with ClientCAFile.
@@ -42,6 +53,14 @@ type Config struct {
 	MaxInFlight int
 	// MaxConcurrentStreams bounds streams per connection (default 256).
 	MaxConcurrentStreams uint32
+	// MaxStreams bounds the streaming calls (health Watch, reflection) open
+	// at once across every connection; beyond it a new stream gets
+	// RESOURCE_EXHAUSTED at once (max_streams; default 1024).
+	MaxStreams int
+	// MaxConnections bounds the connections each listener (gRPC, HTTP/JSON,
+	// metrics) holds at once; beyond it new connections wait in the kernel's
+	// accept queue until one closes (max_connections; default 4096).
+	MaxConnections int
 	// Tracing exports OpenTelemetry spans of every call over OTLP/gRPC.
 	Tracing *Tracing
 	// ExtAuthz, when set, serves Envoy's external authorization on the gRPC
@@ -89,16 +108,18 @@ func problem(key, format string, args ...any) error {
 }
 
 // validateListeners: host:port addresses; plaintext off loopback only by
-// name (insecure_plaintext); pprof only with a metrics listener.
+// name (insecure_plaintext), metrics included; pprof only with a metrics
+// listener, and off loopback only by its own name (pprof_off_loopback).
 func (c *Config) validateListeners() []error {
 	var errs []error
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
-	for _, l := range []struct{ key, addr, example string }{
-		{"listen", c.Listen, "127.0.0.1:50051"},
-		{"metrics_listen", c.MetricsListen, "127.0.0.1:9090"},
-		{"http_listen", c.HTTPListen, "127.0.0.1:8080"},
+	metricsOffLoopback := false
+	for _, l := range []struct{ key, addr, example, exposed string }{
+		{"listen", c.Listen, "127.0.0.1:50051", "tokens would cross the network in clear"},
+		{"metrics_listen", c.MetricsListen, "127.0.0.1:9090", "/metrics (and pprof, when on) would be served in clear to anyone who reaches it"},
+		{"http_listen", c.HTTPListen, "127.0.0.1:8080", "tokens would cross the network in clear"},
 	} {
 		if l.addr == "" {
 			continue
@@ -107,12 +128,23 @@ func (c *Config) validateListeners() []error {
 		switch {
 		case err != nil:
 			errs = append(errs, problem(l.key, "%q is not host:port (e.g. %s)", l.addr, l.example))
-		case l.key != "metrics_listen" && c.TLS == nil && !c.InsecurePlaintext && !IsLoopback(host):
-			errs = append(errs, problem(l.key, "%q is not loopback and no tls is configured: tokens would cross the network in clear; configure tls (cert_file, key_file), or set insecure_plaintext: true if something else encrypts (e.g. a mesh sidecar)", l.addr))
+			continue
+		case IsLoopback(host):
+			continue
+		case l.key == "metrics_listen":
+			metricsOffLoopback = true
+		}
+		if c.TLS == nil && !c.InsecurePlaintext {
+			errs = append(errs, problem(l.key, "%q is not loopback and no tls is configured: %s; listen on loopback (e.g. %s), configure tls (cert_file, key_file), or set insecure_plaintext: true if something else protects the traffic (e.g. a mesh sidecar)", l.addr, l.exposed, l.example))
 		}
 	}
-	if c.Pprof && c.MetricsListen == "" {
+	switch {
+	case c.Pprof && c.MetricsListen == "":
 		errs = append(errs, problem("pprof", "true needs metrics_listen: pprof is served on the metrics listener"))
+	case c.Pprof && metricsOffLoopback && !c.PprofOffLoopback:
+		errs = append(errs, problem("pprof", "true on metrics_listen %q, which is not loopback: pprof has no authentication and shows the process's internals (profiles, goroutine stacks, the command line) to anyone who reaches it; keep metrics_listen on loopback (e.g. 127.0.0.1:9090) and reach pprof through a port-forward, or set pprof_off_loopback: true if only trusted hosts can reach that address", c.MetricsListen))
+	case !c.Pprof && c.PprofOffLoopback:
+		errs = append(errs, problem("pprof_off_loopback", "true, but pprof is not: remove this key, or set pprof: true"))
 	}
 	return errs
 }
@@ -159,7 +191,20 @@ func (c *Config) validateLimits() []error {
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = DefaultMaxStreams
 	}
+	errs = append(errs, positive("max_streams", &c.MaxStreams, DefaultMaxOpenStreams)...)
+	errs = append(errs, positive("max_connections", &c.MaxConnections, DefaultMaxConnections)...)
 	return errs
+}
+
+// positive sets *v to def when unset (0) and refuses a negative value.
+func positive(key string, v *int, def int) []error {
+	switch {
+	case *v == 0:
+		*v = def
+	case *v < 0:
+		return []error{problem(key, "%d: must be positive (or leave it out for the default %d)", *v, def)}
+	}
+	return nil
 }
 
 // validateExtAuthz validates the ext_authz section, its keys named from the

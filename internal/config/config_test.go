@@ -118,6 +118,7 @@ func TestParse_ServerSections(t *testing.T) {
 listen: 0.0.0.0:50051
 metrics_listen: 0.0.0.0:9090
 pprof: true
+pprof_off_loopback: true
 http_listen: "[::]:8080"
 tls:
   cert_file: /etc/usher/cert.pem
@@ -125,6 +126,8 @@ tls:
   client_ca_file: /etc/usher/ca.pem
 max_in_flight: 7
 max_concurrent_streams: 9
+max_streams: 11
+max_connections: 13
 cache_max_entries: -1
 cache_max_bytes: 2097152
 tracing:
@@ -135,8 +138,8 @@ tracing:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Listen != "0.0.0.0:50051" || cfg.MetricsListen != "0.0.0.0:9090" || !cfg.Pprof || cfg.HTTPListen != "[::]:8080" ||
-		cfg.InsecurePlaintext || cfg.MaxInFlight != 7 || cfg.MaxConcurrentStreams != 9 {
+	if cfg.Listen != "0.0.0.0:50051" || cfg.MetricsListen != "0.0.0.0:9090" || !cfg.Pprof || !cfg.PprofOffLoopback || cfg.HTTPListen != "[::]:8080" ||
+		cfg.InsecurePlaintext || cfg.MaxInFlight != 7 || cfg.MaxConcurrentStreams != 9 || cfg.MaxStreams != 11 || cfg.MaxConnections != 13 {
 		t.Fatalf("server settings %+v", cfg)
 	}
 	if want := (config.TLS{CertFile: "/etc/usher/cert.pem", KeyFile: "/etc/usher/key.pem", ClientCAFile: "/etc/usher/ca.pem"}); cfg.TLS == nil || *cfg.TLS != want {
@@ -166,7 +169,11 @@ func TestParse_Defaults(t *testing.T) {
 	if cfg.Listen != config.DefaultListen || cfg.MaxInFlight != config.DefaultMaxInFlight || cfg.MaxConcurrentStreams != config.DefaultMaxStreams {
 		t.Fatalf("server defaults: listen %q, max_in_flight %d, max_concurrent_streams %d", cfg.Listen, cfg.MaxInFlight, cfg.MaxConcurrentStreams)
 	}
-	if cfg.MetricsListen != "" || cfg.HTTPListen != "" || cfg.Pprof || cfg.TLS != nil || cfg.InsecurePlaintext || cfg.Tracing != nil || cfg.ExtAuthz != nil {
+	if config.DefaultMaxOpenStreams != 1024 || config.DefaultMaxConnections != 4096 ||
+		cfg.MaxStreams != config.DefaultMaxOpenStreams || cfg.MaxConnections != config.DefaultMaxConnections {
+		t.Fatalf("max_streams %d (default %d), max_connections %d (default %d)", cfg.MaxStreams, config.DefaultMaxOpenStreams, cfg.MaxConnections, config.DefaultMaxConnections)
+	}
+	if cfg.MetricsListen != "" || cfg.HTTPListen != "" || cfg.Pprof || cfg.PprofOffLoopback || cfg.TLS != nil || cfg.InsecurePlaintext || cfg.Tracing != nil || cfg.ExtAuthz != nil {
 		t.Fatalf("optional sections set: %+v", cfg)
 	}
 	e := cfg.Engine
@@ -208,8 +215,11 @@ func TestParse_Accepted(t *testing.T) {
 		{"listen on 127.0.0.0/8", "listen: 127.1.2.3:50051\nhttp_listen: 127.0.0.1:8080\n"},
 		{"plaintext off loopback by name", "listen: 0.0.0.0:50051\nhttp_listen: 10.0.0.1:8080\ninsecure_plaintext: true\n"},
 		{"tls off loopback", "listen: 0.0.0.0:50051\nhttp_listen: 0.0.0.0:8443\ntls:\n  cert_file: c.pem\n  key_file: k.pem\n"},
-		{"metrics off loopback without tls", "metrics_listen: 0.0.0.0:9090\n"},
+		{"metrics off loopback with tls", "metrics_listen: 0.0.0.0:9090\ntls:\n  cert_file: c.pem\n  key_file: k.pem\n"},
+		{"metrics off loopback by name", "metrics_listen: 10.0.0.1:9090\ninsecure_plaintext: true\n"},
 		{"pprof with metrics_listen", "metrics_listen: 127.0.0.1:9090\npprof: true\n"},
+		{"pprof on localhost", "metrics_listen: localhost:9090\npprof: true\n"},
+		{"pprof off loopback by name", "metrics_listen: 0.0.0.0:9090\ninsecure_plaintext: true\npprof: true\npprof_off_loopback: true\n"},
 		{"max_in_flight 1", "max_in_flight: 1\n"},
 		{"cache off", "cache_max_entries: -1\n"},
 		{"context extensions only", "ext_authz:\n  context_extensions_only: true\n"},
@@ -276,6 +286,12 @@ func TestParse_Bad(t *testing.T) {
 		{"http_listen off loopback without tls", src + "http_listen: 10.0.0.1:8080\n", "http_listen", []string{"not loopback"}},
 		{"bad http_listen", src + "http_listen: 8080\n", "http_listen", []string{"host:port"}},
 		{"pprof without metrics_listen", src + "pprof: true\n", "pprof", []string{"metrics_listen"}},
+		{"metrics off loopback without tls", src + "metrics_listen: 0.0.0.0:9090\n", "metrics_listen", []string{"not loopback", "/metrics", "tls", "insecure_plaintext"}},
+		{"metrics on all interfaces by empty host", src + "metrics_listen: \":9090\"\n", "metrics_listen", []string{"not loopback"}},
+		{"pprof off loopback without tls", src + "metrics_listen: 0.0.0.0:9090\npprof: true\n", "pprof", []string{"pprof_off_loopback"}},
+		{"pprof off loopback with tls", src + tls + "metrics_listen: 0.0.0.0:9090\npprof: true\n", "pprof", []string{"no authentication", "pprof_off_loopback: true"}},
+		{"pprof off loopback with insecure_plaintext", src + "metrics_listen: 10.0.0.1:9090\ninsecure_plaintext: true\npprof: true\n", "pprof", []string{"pprof_off_loopback"}},
+		{"pprof_off_loopback without pprof", src + "metrics_listen: 0.0.0.0:9090\ninsecure_plaintext: true\npprof_off_loopback: true\n", "pprof_off_loopback", []string{"pprof: true"}},
 		{"listen a list", src + "listen: [a]\n", "listen", nil},
 		// tls
 		{"tls without key_file", src + "tls:\n  cert_file: c.pem\n", "tls", []string{"cert_file and key_file"}},
@@ -294,6 +310,9 @@ func TestParse_Bad(t *testing.T) {
 		// limits
 		{"max_in_flight negative", src + "max_in_flight: -1\n", "max_in_flight", []string{"positive"}},
 		{"max_concurrent_streams negative", src + "max_concurrent_streams: -1\n", "max_concurrent_streams", nil},
+		{"max_streams negative", src + "max_streams: -1\n", "max_streams", []string{"positive", "default 1024"}},
+		{"max_connections negative", src + "max_connections: -5\n", "max_connections", []string{"positive", "default 4096"}},
+		{"max_connections not a number", src + "max_connections: many\n", "max_connections", nil},
 		// ext_authz
 		{"ext_authz empty", src + "ext_authz:\n", "ext_authz.routes", []string{"no route"}},
 		{"ext_authz null", src + "ext_authz: null\n", "ext_authz.routes", []string{"no route"}},
@@ -327,6 +346,50 @@ func TestParse_Bad(t *testing.T) {
 			checkLines(t, err)
 		})
 	}
+}
+
+// TestParse_OneDocument: what follows a second "---" would never be read,
+// so a second YAML document is refused, empty or not, naming its line.
+func TestParse_OneDocument(t *testing.T) {
+	for _, ok := range []string{
+		"---\n" + minimal,
+		"# usher\n---\n" + minimal + "...\n",
+		minimal + "...\n# the end\n",
+	} {
+		if _, err := config.Parse([]byte(ok)); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, c := range []struct{ name, yaml, want string }{
+		{"a second document", minimal + "---\nlisten: 0.0.0.0:50051\n", "line 4: a second YAML document starts here (---)"},
+		{"an empty second document", minimal + "---\n", "line 4: a second YAML document starts here"},
+		{"a second document holding a comment", minimal + "--- \n# listen: 0.0.0.0:50051\n", "line 4: a second YAML document"},
+		{"after an end marker", minimal + "...\n---\npprof: true\n", "line 5: a second YAML document"},
+		{"an explicit first, a second", "---\n" + minimal + "---\n" + minimal, "line 5: a second YAML document"},
+		{"an empty first, a second", "---\n---\n" + minimal, "line 2: a second YAML document"},
+		{"a second document that is not YAML", minimal + "---\nissuers: [\n", "a second YAML document follows the first (after a ---) and is not valid YAML"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := config.Parse([]byte(c.yaml))
+			if err == nil || cfg != nil {
+				t.Fatalf("accepted: %+v", cfg)
+			}
+			if !hasLine(err, c.want) {
+				t.Fatalf("error %q has no line starting %q", err, c.want)
+			}
+			if !strings.Contains(err.Error(), "remove the --- line") {
+				t.Fatalf("error %q does not say what to do", err)
+			}
+			checkLines(t, err)
+		})
+	}
+
+	// With a problem in the first document too: both are reported.
+	_, err := config.Parse([]byte(minimal + "lisen: x\n---\nlisten: y\n"))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	checkPrefixes(t, err, []string{"lisen: unknown key", "line 5: a second YAML document"})
 }
 
 func TestParse_EveryProblemReported(t *testing.T) {
@@ -527,12 +590,12 @@ func TestValidate_Programmatic(t *testing.T) {
 	}
 
 	// Set values are kept, and programmatic sections are checked as the file's are.
-	kept := &config.Config{Listen: "[::1]:1", MaxInFlight: 3, MaxConcurrentStreams: 5, Tracing: &config.Tracing{OTLPEndpoint: "127.0.0.1:4317", SampleRatio: 0.5},
+	kept := &config.Config{Listen: "[::1]:1", MaxInFlight: 3, MaxConcurrentStreams: 5, MaxStreams: 6, MaxConnections: 7, Tracing: &config.Tracing{OTLPEndpoint: "127.0.0.1:4317", SampleRatio: 0.5},
 		Engine: service.Config{Issuers: []service.IssuerConfig{{Issuer: "https://a.example", JWKSFile: "k.json"}}}}
 	if err := kept.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if kept.Listen != "[::1]:1" || kept.MaxInFlight != 3 || kept.MaxConcurrentStreams != 5 || kept.Tracing.SampleRatio != 0.5 {
+	if kept.Listen != "[::1]:1" || kept.MaxInFlight != 3 || kept.MaxConcurrentStreams != 5 || kept.MaxStreams != 6 || kept.MaxConnections != 7 || kept.Tracing.SampleRatio != 0.5 {
 		t.Fatalf("set values changed: %+v", kept)
 	}
 

@@ -21,6 +21,7 @@ type document struct {
 	Listen               string           `yaml:"listen"`
 	MetricsListen        string           `yaml:"metrics_listen"`
 	Pprof                bool             `yaml:"pprof"`
+	PprofOffLoopback     bool             `yaml:"pprof_off_loopback"`
 	HTTPListen           string           `yaml:"http_listen"`
 	Tracing              *Tracing         `yaml:"tracing"`
 	ExtAuthz             *extauthz.Config `yaml:"ext_authz"`
@@ -29,6 +30,8 @@ type document struct {
 	InsecurePlaintext    bool             `yaml:"insecure_plaintext"`
 	MaxInFlight          int              `yaml:"max_in_flight"`
 	MaxConcurrentStreams uint32           `yaml:"max_concurrent_streams"`
+	MaxStreams           int              `yaml:"max_streams"`
+	MaxConnections       int              `yaml:"max_connections"`
 	CacheMaxEntries      int              `yaml:"cache_max_entries"`
 	CacheMaxBytes        int64            `yaml:"cache_max_bytes"`
 	Issuers              []issuer         `yaml:"issuers"`
@@ -50,6 +53,10 @@ type issuer struct {
 	UnknownKIDCooldown duration `yaml:"unknown_kid_cooldown"`
 	FetchTimeout       duration `yaml:"fetch_timeout"`
 	MaxStale           duration `yaml:"max_stale"`
+
+	// AllowPrivateNetwork: the discovery document and key set may be on
+	// loopback or private addresses (service.IssuerConfig.AllowPrivateNetwork).
+	AllowPrivateNetwork bool `yaml:"allow_private_network"`
 }
 
 type audience struct {
@@ -59,15 +66,16 @@ type audience struct {
 
 func (d *document) config() *Config {
 	c := &Config{
-		Listen: d.Listen, MetricsListen: d.MetricsListen, Pprof: d.Pprof, HTTPListen: d.HTTPListen,
+		Listen: d.Listen, MetricsListen: d.MetricsListen, Pprof: d.Pprof, PprofOffLoopback: d.PprofOffLoopback, HTTPListen: d.HTTPListen,
 		TLS: d.TLS, InsecurePlaintext: d.InsecurePlaintext,
 		MaxInFlight: d.MaxInFlight, MaxConcurrentStreams: d.MaxConcurrentStreams,
+		MaxStreams: d.MaxStreams, MaxConnections: d.MaxConnections,
 		Tracing: d.Tracing, ExtAuthz: d.ExtAuthz,
 		Engine: service.Config{MaxTokenBytes: d.MaxTokenBytes, CacheMaxEntries: d.CacheMaxEntries, CacheMaxBytes: d.CacheMaxBytes},
 	}
 	for _, is := range d.Issuers {
 		c.Engine.Issuers = append(c.Engine.Issuers, service.IssuerConfig{
-			Issuer: is.Issuer, JWKSURI: is.JWKSURI, Discovery: is.Discovery, JWKSFile: is.JWKSFile,
+			Issuer: is.Issuer, JWKSURI: is.JWKSURI, Discovery: is.Discovery, JWKSFile: is.JWKSFile, AllowPrivateNetwork: is.AllowPrivateNetwork,
 			Algorithms: is.Algorithms, TokenType: is.TokenType, Leeway: time.Duration(is.Leeway),
 			RequiredClaims: is.RequiredClaims, AudienceClaims: is.AudienceClaims,
 			RefreshInterval: time.Duration(is.RefreshInterval), UnknownKIDCooldown: time.Duration(is.UnknownKIDCooldown),
@@ -95,13 +103,21 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes and validates a YAML configuration. Unknown keys are errors:
-// a misspelt key must not silently disable a check.
+// a misspelt key must not silently disable a check; so is a second YAML
+// document, which would be ignored.
 func Parse(b []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	var d document
 	if err := dec.Decode(&d); err != nil && !errors.Is(err, io.EOF) {
-		return nil, decodeError(b, err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) { // a syntax error: nothing after it can be read
+			return nil, decodeError(b, err)
+		}
+		return nil, errors.Join(decodeError(b, err), secondDocument(dec))
+	}
+	if err := secondDocument(dec); err != nil {
+		return nil, err
 	}
 	if d.ExtAuthz == nil && hasKey(b, "ext_authz") {
 		d.ExtAuthz = &extauthz.Config{} // "ext_authz:" with nothing under it: validated, not ignored
@@ -111,6 +127,20 @@ func Parse(b []byte) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// secondDocument refuses what follows the first YAML document: a "---"
+// starts another one, which usher would never read, even an empty one.
+func secondDocument(dec *yaml.Decoder) error {
+	var next yaml.Node
+	err := dec.Decode(&next)
+	switch {
+	case err == nil:
+		return fmt.Errorf("line %d: a second YAML document starts here (---): usher reads only the first, so everything from this line on would be ignored; remove the --- line and keep every setting in one document", next.Line)
+	case !errors.Is(err, io.EOF):
+		return fmt.Errorf("a second YAML document follows the first (after a ---) and is not valid YAML (%s): usher reads only the first; remove the --- line and keep every setting in one document", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return nil
 }
 
 // duration is a time.Duration written as a Go duration string ("30s").

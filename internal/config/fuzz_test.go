@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/usher-dev/usher/internal/config"
 	"github.com/usher-dev/usher/service"
 )
@@ -31,6 +33,9 @@ func FuzzParseConfig(f *testing.F) {
 		"issuers:\n  - issuer: x\n    jwks_file: k\next_authz:\n  routes:\n    - host: a.example\n      path_prefix: /a\n      audience: api/a\n      required_scopes: [a.read]\n  header_prefix: X-A-\n  realm: r\n",
 		"issuers:\n  - issuer: x\n    jwks_file: k\next_authz:\n  context_extensions_only: true\n",
 		"issuers:\n  - issuer: x\n    jwks_file: k\next_authz:\n",
+		"issuers:\n  - issuer: x\n    jwks_file: k\nmetrics_listen: 0.0.0.0:9090\ninsecure_plaintext: true\npprof: true\npprof_off_loopback: true\n",
+		"---\nissuers:\n  - issuer: x\n    jwks_file: k\n---\nlisten: 0.0.0.0:1\n",
+		"issuers:\n  - issuer: x\n    jwks_file: k\n...\n---\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -46,6 +51,9 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		checkConfigRules(t, cfg)
+		if n := yamlDocuments(b); n > 1 {
+			t.Fatalf("a file of %d YAML documents accepted:\n%s", n, b)
+		}
 		before, err := json.Marshal(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -61,6 +69,20 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("validating a valid config again changed it:\n%s\n%s", before, after)
 		}
 	})
+}
+
+// yamlDocuments counts the YAML documents in b (up to the first that does
+// not parse).
+func yamlDocuments(b []byte) int {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	n := 0
+	for {
+		var doc yaml.Node
+		if dec.Decode(&doc) != nil {
+			return n
+		}
+		n++
+	}
 }
 
 // loopbackHost: "localhost", or an IP address in 127.0.0.0/8 or ::1.
@@ -160,10 +182,7 @@ func checkServerRules(t *testing.T, cfg *config.Config) {
 	if cfg.Listen == "" {
 		t.Fatal("no listen address")
 	}
-	for _, l := range []struct {
-		key, addr string
-		secret    bool // tokens cross it
-	}{{"listen", cfg.Listen, true}, {"http_listen", cfg.HTTPListen, true}, {"metrics_listen", cfg.MetricsListen, false}} {
+	for _, l := range []struct{ key, addr string }{{"listen", cfg.Listen}, {"http_listen", cfg.HTTPListen}, {"metrics_listen", cfg.MetricsListen}} {
 		if l.addr == "" {
 			continue
 		}
@@ -171,8 +190,11 @@ func checkServerRules(t *testing.T, cfg *config.Config) {
 		if err != nil {
 			t.Fatalf("%s %q is not host:port", l.key, l.addr)
 		}
-		if l.secret && cfg.TLS == nil && !cfg.InsecurePlaintext && !loopbackHost(host) {
+		if cfg.TLS == nil && !cfg.InsecurePlaintext && !loopbackHost(host) {
 			t.Fatalf("%s %q off loopback in plaintext, not by name", l.key, l.addr)
+		}
+		if l.key == "metrics_listen" && cfg.Pprof && !cfg.PprofOffLoopback && !loopbackHost(host) {
+			t.Fatalf("pprof on %q off loopback, not by name", l.addr)
 		}
 	}
 	if cfg.Pprof && cfg.MetricsListen == "" {
@@ -189,8 +211,8 @@ func checkServerRules(t *testing.T, cfg *config.Config) {
 			t.Fatalf("tracing.sample_ratio %v", tr.SampleRatio)
 		}
 	}
-	if cfg.MaxInFlight < 1 || cfg.MaxConcurrentStreams < 1 {
-		t.Fatalf("max_in_flight %d, max_concurrent_streams %d", cfg.MaxInFlight, cfg.MaxConcurrentStreams)
+	if cfg.MaxInFlight < 1 || cfg.MaxConcurrentStreams < 1 || cfg.MaxStreams < 1 || cfg.MaxConnections < 1 {
+		t.Fatalf("max_in_flight %d, max_concurrent_streams %d, max_streams %d, max_connections %d", cfg.MaxInFlight, cfg.MaxConcurrentStreams, cfg.MaxStreams, cfg.MaxConnections)
 	}
 	if x := cfg.ExtAuthz; x != nil {
 		if (len(x.Routes) > 0) == x.ContextExtensionsOnly {
