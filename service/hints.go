@@ -232,17 +232,19 @@ func missingClaimViolation(name, issuer string) Violation {
 func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected string) Violation {
 	out := Violation{
 		Reason:   ReasonAudienceMismatch,
-		Message:  fmt.Sprintf("token audience [%s] does not include %s", shownAudiences(auds, false), expected),
 		Mismatch: &Mismatch{Claim: "aud", Expected: []string{expected}, Actual: slices.Clone(auds)},
 	}
+	raw := expected
+	expected = Printable(expected) // chosen by the caller: bounded and escaped in text
+	out.Message = fmt.Sprintf("token audience [%s] does not include %s", shownAudiences(auds, false), expected)
 	fix := fmt.Sprintf("ask the issuer for a token with audience %s (OAuth 2.0 \"audience\" or RFC 8707 \"resource\" parameter)", expected)
 	switch {
-	case expected == "":
+	case raw == "":
 		out.Message = "no expected audience was given"
 		out.Hint = "the calling service must say which audience it answers to; an empty audience never matches"
 		return out
-	case blank(expected):
-		out.Message = fmt.Sprintf("the expected audience %q is white space only", Printable(expected))
+	case blank(raw):
+		out.Message = fmt.Sprintf("the expected audience %q is white space only", expected)
 		out.Hint = "the calling service must say which audience it answers to; a blank audience never matches (check how the service reads its audience from its configuration)"
 		return out
 	case len(auds) == 0:
@@ -250,7 +252,7 @@ func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected st
 		out.Hint = "the token names no API it is meant for; " + fix
 		return out
 	}
-	if i, d := v.hints.audienceNearMiss(auds, expected); d != "" {
+	if i, d := v.hints.audienceNearMiss(auds, raw); d != "" {
 		out.Hint = fmt.Sprintf("the token's audience %q differs from %q only by %s; audiences are compared byte for byte: request the token with exactly %q, or fix the audience this service is configured with", Printable(auds[i]), expected, d, expected)
 		return out
 	}

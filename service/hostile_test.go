@@ -792,6 +792,9 @@ func TestHostile_Claims(t *testing.T) {
 	}
 	// Unicode normalization (NFC and NFD), both ways round.
 	addAud(service.ReasonAudienceMismatch, "aud NFD, expected NFC", f.rsClaims(t, "aud", "api/cafe\u0301"), "api/caf\u00e9", "normalization")
+	// The expected audience comes from the calling service, not the token,
+	// but it is shown bounded and escaped all the same.
+	addAud(service.ReasonAudienceMismatch, "expected audience with ESC and 10 KB", f.rsClaims(t), "\x1b[2Japi/"+strings.Repeat("x", 10<<10), "")
 	addAud(service.ReasonAudienceMismatch, "aud NFC, expected NFD", f.rsClaims(t, "aud", "api/caf\u00e9"), "api/cafe\u0301", "normalization")
 	addAud(service.ReasonAudienceMismatch, "aud NFD in an array", f.rsClaims(t, "aud", []string{"api/users", "api/cafe\u0301"}), "api/caf\u00e9", "normalization")
 	addAud(service.ReasonAudienceMismatch, "aud Hangul jamo vs syllable", f.rsClaims(t, "aud", "api/\u1112\u1161\u11ab"), "api/\ud55c", "normalization")

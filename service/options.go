@@ -36,8 +36,11 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithHTTPClient sets the client for discovery and key set fetches. The
-// default has a deadline on the whole fetch and refuses redirects to another
-// host or from https to http.
+// default has a deadline on the whole fetch, refuses redirects to another
+// host or from https to http, and checks every address it dials or asks a
+// proxy for (after DNS). A client given here keeps only the checks made on
+// the URL (scheme, addresses written in it, private networks of discovery
+// documents): its own dialer decides the rest.
 func WithHTTPClient(c *http.Client) Option {
 	return optionFunc(func(o *options) { o.http = c })
 }
