@@ -232,19 +232,20 @@ func claimsProto(c *service.Claims) *usherv1.Claims {
 
 func convertClaims(c *service.Claims) *usherv1.Claims {
 	return &usherv1.Claims{
-		Issuer:    c.Issuer,
-		Subject:   c.Subject,
-		Audience:  c.Audience,
-		Scopes:    c.Scopes,
-		ClientId:  c.ClientID,
-		ExpiresAt: timestampOrNil(c.ExpiresAt),
-		IssuedAt:  timestampOrNil(c.IssuedAt),
-		NotBefore: timestampOrNil(c.NotBefore),
-		JwtId:     c.JWTID,
-		KeyId:     c.KeyID,
-		Algorithm: c.Algorithm,
-		TokenType: c.TokenType,
-		Raw:       structOrNil(c.Raw),
+		Issuer:      c.Issuer,
+		Subject:     c.Subject,
+		Audience:    c.Audience,
+		Scopes:      c.Scopes,
+		ClientId:    c.ClientID,
+		ExpiresAt:   timestampOrNil(c.ExpiresAt),
+		IssuedAt:    timestampOrNil(c.IssuedAt),
+		NotBefore:   timestampOrNil(c.NotBefore),
+		JwtId:       c.JWTID,
+		KeyId:       c.KeyID,
+		Algorithm:   c.Algorithm,
+		TokenType:   c.TokenType,
+		TokenFormat: c.TokenFormat,
+		Raw:         structOrNil(c.Raw),
 	}
 }
 

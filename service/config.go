@@ -10,14 +10,17 @@ import (
 
 // Defaults applied by Config.Validate where a field is zero.
 const (
-	DefaultMaxTokenBytes   = 16 << 10
-	DefaultLeeway          = 30 * time.Second
-	DefaultRefreshInterval = 5 * time.Minute
-	DefaultUnknownKIDCool  = 5 * time.Second
-	DefaultFetchTimeout    = 10 * time.Second
-	DefaultMaxStale        = 24 * time.Hour
-	DefaultCacheEntries    = 10_000
-	DefaultCacheMaxBytes   = 64 << 20
+	DefaultMaxTokenBytes            = 16 << 10
+	DefaultLeeway                   = 30 * time.Second
+	DefaultRefreshInterval          = 5 * time.Minute
+	DefaultUnknownKIDCool           = 5 * time.Second
+	DefaultFetchTimeout             = 10 * time.Second
+	DefaultMaxStale                 = 24 * time.Hour
+	DefaultCacheEntries             = 10_000
+	DefaultIntrospectionCacheTTL    = 60 * time.Second
+	DefaultIntrospectionNegativeTTL = 5 * time.Second
+	DefaultIntrospectionTimeout     = 2 * time.Second
+	DefaultCacheMaxBytes            = 64 << 20
 )
 
 // DefaultAlgorithms is the allow-list of an issuer that names none: the
@@ -64,6 +67,10 @@ type IssuerConfig struct {
 	// issuer is on loopback or its issuer or jwks_uri URL writes the address
 	// out. Link-local and cloud metadata addresses are never fetched.
 	AllowPrivateNetwork bool
+	// Introspection, when set, answers this issuer's opaque access tokens
+	// through its RFC 7662 introspection endpoint, beside or instead of a key
+	// set.
+	Introspection *IntrospectionConfig
 	// Algorithms is the allow-list (default DefaultAlgorithms).
 	Algorithms []string
 	// TokenType, when set, is the required `typ` header (e.g. "at+jwt").
@@ -85,6 +92,30 @@ type IssuerConfig struct {
 	// MaxStale is how long the last good key set keeps serving while every
 	// refresh fails (default 24h); after it, tokens get KEYS_UNAVAILABLE.
 	MaxStale time.Duration
+}
+
+// IntrospectionConfig is how usher asks an issuer about its opaque access
+// tokens (RFC 7662), authenticating with client_secret_basic.
+type IntrospectionConfig struct {
+	// Endpoint is the introspection endpoint; with discovery it may be left
+	// empty and is read from the document's introspection_endpoint.
+	Endpoint string
+	// ClientID is usher's own client at the issuer.
+	ClientID string
+	// ClientSecretFile holds usher's client secret (never inline in the
+	// configuration); it is read when the validator is built, so a reload
+	// reads it again.
+	ClientSecretFile string
+	// TokenPrefixes route opaque tokens that start with one of them to this
+	// issuer (e.g. "ory_at_").
+	TokenPrefixes []string
+	// CacheTTL is the longest an active answer is reused, never past the
+	// token's exp (default 60s): revocation is seen within it.
+	CacheTTL time.Duration
+	// NegativeCacheTTL is the longest an inactive answer is reused (default 5s).
+	NegativeCacheTTL time.Duration
+	// Timeout bounds one introspection call (default 2s).
+	Timeout time.Duration
 }
 
 // problems collects configuration errors, each prefixed with its key.
@@ -113,6 +144,7 @@ func (c *Config) Validate() error {
 		seen[is.Issuer] = i
 		is.validate(key, &p)
 	}
+	c.validatePrefixes(&p)
 	names := map[string]bool{}
 	for i, a := range c.Audiences {
 		key := fmt.Sprintf("audiences[%d]", i)
@@ -124,6 +156,30 @@ func (c *Config) Validate() error {
 		names[a.Audience] = true
 	}
 	return errors.Join(p...)
+}
+
+// validatePrefixes: an opaque token's prefix names one issuer at most, so a
+// token is never sent to an issuer it may not belong to.
+func (c *Config) validatePrefixes(p *problems) {
+	type owner struct {
+		prefix, at string
+		issuer     int
+	}
+	var all []owner
+	for i, is := range c.Issuers {
+		if is.Introspection == nil {
+			continue
+		}
+		for j, pre := range is.Introspection.TokenPrefixes {
+			at := fmt.Sprintf("issuers[%d].introspection.token_prefixes[%d]", i, j)
+			for _, o := range all {
+				if o.issuer != i && pre != "" && o.prefix != "" && (strings.HasPrefix(pre, o.prefix) || strings.HasPrefix(o.prefix, pre)) {
+					p.add(at, "%q overlaps %q of %s: a token with both prefixes would have two issuers", pre, o.prefix, o.at)
+				}
+			}
+			all = append(all, owner{pre, at, i})
+		}
+	}
 }
 
 func (c *Config) validateLimits(p *problems) {
@@ -180,8 +236,48 @@ func (is *IssuerConfig) validateKeySource(bad func(k, format string, args ...any
 	if is.JWKSFile != "" {
 		sources++
 	}
-	if sources != 1 {
-		bad("jwks_uri", "give exactly one of jwks_uri, discovery: true or jwks_file (found %d)", sources)
+	if sources > 1 || sources == 0 && is.Introspection == nil {
+		bad("jwks_uri", "give exactly one of jwks_uri, discovery: true or jwks_file (found %d), or introspection for an issuer of opaque tokens only", sources)
+	}
+	if is.Introspection != nil {
+		is.Introspection.validate(is.Discovery, func(k, format string, args ...any) { bad("introspection."+k, format, args...) })
+	}
+}
+
+func (ic *IntrospectionConfig) validate(discovery bool, bad func(k, format string, args ...any)) {
+	switch {
+	case ic.Endpoint != "":
+		if err := checkFetchURL(ic.Endpoint); err != nil {
+			bad("endpoint", "%v", err)
+		}
+	case !discovery:
+		bad("endpoint", "empty: give the endpoint, or use discovery: true to read introspection_endpoint from the issuer")
+	}
+	if ic.ClientID == "" {
+		bad("client_id", "empty: give usher's client id at the issuer (the introspection endpoint authenticates its callers)")
+	}
+	if ic.ClientSecretFile == "" {
+		bad("client_secret_file", "empty: give a file that holds usher's client secret (secrets are never written in the configuration)")
+	}
+	for i, p := range ic.TokenPrefixes {
+		if p == "" || strings.ContainsAny(p, " \t\r\n.") {
+			bad(fmt.Sprintf("token_prefixes[%d]", i), "%q is not a token prefix (non-empty, no white space or dot), e.g. ory_at_", p)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   *time.Duration
+		def time.Duration
+	}{{"cache_ttl", &ic.CacheTTL, DefaultIntrospectionCacheTTL}, {"negative_cache_ttl", &ic.NegativeCacheTTL, DefaultIntrospectionNegativeTTL}, {"timeout", &ic.Timeout, DefaultIntrospectionTimeout}} {
+		switch {
+		case *d.v == 0:
+			*d.v = d.def
+		case *d.v < 0:
+			bad(d.key, "negative")
+		}
+	}
+	if ic.Timeout > time.Minute {
+		bad("timeout", "%s is over 1m: callers would wait that long", ic.Timeout)
 	}
 }
 

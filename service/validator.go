@@ -424,7 +424,7 @@ func (t *parsedToken) toClaims() *Claims {
 	out := &Claims{
 		Issuer: c.iss, Subject: c.sub, Audience: c.aud, Scopes: c.scopes,
 		ClientID: c.clientID, JWTID: c.jti,
-		KeyID: t.kid, Algorithm: t.alg, TokenType: t.typ,
+		KeyID: t.kid, Algorithm: t.alg, TokenType: t.typ, TokenFormat: "jwt",
 		Raw: t.payload,
 	}
 	if out.ClientID == "" {

@@ -27,12 +27,14 @@ const (
 	ReasonAudienceMismatch     Reason = 11
 	ReasonInsufficientScope    Reason = 12
 	ReasonKeysUnavailable      Reason = 13
+	ReasonInactive             Reason = 14
+	ReasonIssuerUnavailable    Reason = 15
 )
 
 var reasonNames = [...]string{
 	"UNSPECIFIED", "VALID", "MALFORMED", "UNSUPPORTED_ALGORITHM", "UNTRUSTED_ISSUER", "UNKNOWN_KEY",
 	"INVALID_SIGNATURE", "WRONG_TOKEN_TYPE", "EXPIRED", "NOT_YET_VALID", "MISSING_CLAIM",
-	"AUDIENCE_MISMATCH", "INSUFFICIENT_SCOPE", "KEYS_UNAVAILABLE",
+	"AUDIENCE_MISMATCH", "INSUFFICIENT_SCOPE", "KEYS_UNAVAILABLE", "INACTIVE", "ISSUER_UNAVAILABLE",
 }
 
 // String is the reason's name without the REASON_ prefix, e.g. "AUDIENCE_MISMATCH".
@@ -94,6 +96,9 @@ type Claims struct {
 	KeyID     string
 	Algorithm string
 	TokenType string
+	// TokenFormat is "jwt", or "opaque" for a token validated through
+	// introspection.
+	TokenFormat string
 	// Raw holds every payload claim as decoded from JSON.
 	Raw map[string]any
 

@@ -52,6 +52,8 @@ const REJECTIONS = Object.freeze({
   REASON_AUDIENCE_MISMATCH: { status: 401, error: 'invalid_token' },
   REASON_INSUFFICIENT_SCOPE: { status: 403, error: 'insufficient_scope' },
   REASON_KEYS_UNAVAILABLE: { status: 503, error: '' },
+  REASON_INACTIVE: { status: 401, error: 'invalid_token' },
+  REASON_ISSUER_UNAVAILABLE: { status: 503, error: '' },
 });
 const UNKNOWN_REASON = Object.freeze({ status: 503, error: '' });
 

@@ -181,6 +181,8 @@ _REJECTIONS = {
     "REASON_AUDIENCE_MISMATCH": (401, "invalid_token"),
     "REASON_INSUFFICIENT_SCOPE": (403, "insufficient_scope"),
     "REASON_KEYS_UNAVAILABLE": (503, ""),
+    "REASON_INACTIVE": (401, "invalid_token"),
+    "REASON_ISSUER_UNAVAILABLE": (503, ""),
 }
 _UNKNOWN = (503, "")
 

@@ -57,6 +57,29 @@ type issuer struct {
 	// AllowPrivateNetwork: the discovery document and key set may be on
 	// loopback or private addresses (service.IssuerConfig.AllowPrivateNetwork).
 	AllowPrivateNetwork bool `yaml:"allow_private_network"`
+
+	Introspection *introspection `yaml:"introspection"`
+}
+
+// introspection is service.IntrospectionConfig as written in the file.
+type introspection struct {
+	Endpoint         string   `yaml:"endpoint"`
+	ClientID         string   `yaml:"client_id"`
+	ClientSecretFile string   `yaml:"client_secret_file"`
+	TokenPrefixes    []string `yaml:"token_prefixes"`
+	CacheTTL         duration `yaml:"cache_ttl"`
+	NegativeCacheTTL duration `yaml:"negative_cache_ttl"`
+	Timeout          duration `yaml:"timeout"`
+}
+
+func (in *introspection) config() *service.IntrospectionConfig {
+	if in == nil {
+		return nil
+	}
+	return &service.IntrospectionConfig{
+		Endpoint: in.Endpoint, ClientID: in.ClientID, ClientSecretFile: in.ClientSecretFile, TokenPrefixes: in.TokenPrefixes,
+		CacheTTL: time.Duration(in.CacheTTL), NegativeCacheTTL: time.Duration(in.NegativeCacheTTL), Timeout: time.Duration(in.Timeout),
+	}
 }
 
 type audience struct {
@@ -80,6 +103,7 @@ func (d *document) config() *Config {
 			RequiredClaims: is.RequiredClaims, AudienceClaims: is.AudienceClaims,
 			RefreshInterval: time.Duration(is.RefreshInterval), UnknownKIDCooldown: time.Duration(is.UnknownKIDCooldown),
 			FetchTimeout: time.Duration(is.FetchTimeout), MaxStale: time.Duration(is.MaxStale),
+			Introspection: is.Introspection.config(),
 		})
 	}
 	for _, a := range d.Audiences {

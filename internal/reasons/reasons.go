@@ -65,6 +65,8 @@ var table = map[usherv1.Reason]Rule{
 	usherv1.Reason_REASON_AUDIENCE_MISMATCH:     badToken,
 	usherv1.Reason_REASON_INSUFFICIENT_SCOPE:    noScope,
 	usherv1.Reason_REASON_KEYS_UNAVAILABLE:      unavailable,
+	usherv1.Reason_REASON_INACTIVE:              badToken, // revoked, expired or never issued: it stays so
+	usherv1.Reason_REASON_ISSUER_UNAVAILABLE:    unavailable,
 }
 
 // Of returns the rule of r, and whether this table knows r.

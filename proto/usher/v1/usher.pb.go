@@ -38,7 +38,9 @@ const (
 // that failed, in the order MALFORMED, UNSUPPORTED_ALGORITHM,
 // UNTRUSTED_ISSUER, UNKNOWN_KEY / KEYS_UNAVAILABLE, INVALID_SIGNATURE, then
 // (signature verified) WRONG_TOKEN_TYPE, EXPIRED, NOT_YET_VALID,
-// MISSING_CLAIM, AUDIENCE_MISMATCH, INSUFFICIENT_SCOPE.
+// MISSING_CLAIM, AUDIENCE_MISMATCH, INSUFFICIENT_SCOPE. An opaque token
+// answered through introspection gets INACTIVE or ISSUER_UNAVAILABLE in place
+// of the signature checks, then the same checks on the introspected claims.
 type Reason int32
 
 const (
@@ -73,6 +75,12 @@ const (
 	// The issuer's keys could not be fetched and none are cached: not the
 	// token's fault, retryable.
 	Reason_REASON_KEYS_UNAVAILABLE Reason = 13
+	// An opaque token the issuer's introspection endpoint says is not active:
+	// revoked, expired or never issued (RFC 7662).
+	Reason_REASON_INACTIVE Reason = 14
+	// The issuer's introspection endpoint could not answer (unreachable, 5xx,
+	// timeout, an unusable answer): not the token's fault, retryable.
+	Reason_REASON_ISSUER_UNAVAILABLE Reason = 15
 )
 
 // Enum value maps for Reason.
@@ -92,6 +100,8 @@ var (
 		11: "REASON_AUDIENCE_MISMATCH",
 		12: "REASON_INSUFFICIENT_SCOPE",
 		13: "REASON_KEYS_UNAVAILABLE",
+		14: "REASON_INACTIVE",
+		15: "REASON_ISSUER_UNAVAILABLE",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":           0,
@@ -108,6 +118,8 @@ var (
 		"REASON_AUDIENCE_MISMATCH":     11,
 		"REASON_INSUFFICIENT_SCOPE":    12,
 		"REASON_KEYS_UNAVAILABLE":      13,
+		"REASON_INACTIVE":              14,
+		"REASON_ISSUER_UNAVAILABLE":    15,
 	}
 )
 
@@ -141,8 +153,8 @@ func (Reason) EnumDescriptor() ([]byte, []int) {
 // ValidateTokenRequest asks whether a token is good for the caller's API.
 type ValidateTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Compact JWS. A leading "Bearer " (any case) and surrounding white space
-	// are stripped.
+	// Compact JWS, or an opaque token of an issuer with introspection. A
+	// leading "Bearer " (any case) and surrounding white space are stripped.
 	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// The audience of the caller's own API. Required.
 	ExpectedAudience string `protobuf:"bytes,2,opt,name=expected_audience,json=expectedAudience,proto3" json:"expected_audience,omitempty"`
@@ -459,8 +471,11 @@ type Claims struct {
 	Algorithm string `protobuf:"bytes,11,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
 	// typ header
 	TokenType string `protobuf:"bytes,12,opt,name=token_type,json=tokenType,proto3" json:"token_type,omitempty"`
-	// Every payload claim.
-	Raw           *structpb.Struct `protobuf:"bytes,13,opt,name=raw,proto3" json:"raw,omitempty"`
+	// Every payload claim (for an opaque token: every member of the
+	// introspection response).
+	Raw *structpb.Struct `protobuf:"bytes,13,opt,name=raw,proto3" json:"raw,omitempty"`
+	// "jwt", or "opaque" for a token validated through introspection.
+	TokenFormat   string `protobuf:"bytes,14,opt,name=token_format,json=tokenFormat,proto3" json:"token_format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -584,6 +599,13 @@ func (x *Claims) GetRaw() *structpb.Struct {
 		return x.Raw
 	}
 	return nil
+}
+
+func (x *Claims) GetTokenFormat() string {
+	if x != nil {
+		return x.TokenFormat
+	}
+	return ""
 }
 
 // InspectTokenRequest asks usher to decode a token.
@@ -987,7 +1009,7 @@ const file_usher_v1_usher_proto_rawDesc = "" +
 	"\tViolation\x12(\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x10.usher.v1.ReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
-	"\bmismatch\x18\x03 \x01(\v2\x12.usher.v1.MismatchR\bmismatch\"\xd0\x03\n" +
+	"\bmismatch\x18\x03 \x01(\v2\x12.usher.v1.MismatchR\bmismatch\"\xf3\x03\n" +
 	"\x06Claims\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1a\n" +
@@ -1005,7 +1027,8 @@ const file_usher_v1_usher_proto_rawDesc = "" +
 	"\talgorithm\x18\v \x01(\tR\talgorithm\x12\x1d\n" +
 	"\n" +
 	"token_type\x18\f \x01(\tR\ttokenType\x12)\n" +
-	"\x03raw\x18\r \x01(\v2\x17.google.protobuf.StructR\x03raw\"+\n" +
+	"\x03raw\x18\r \x01(\v2\x17.google.protobuf.StructR\x03raw\x12!\n" +
+	"\ftoken_format\x18\x0e \x01(\tR\vtokenFormat\"+\n" +
 	"\x13InspectTokenRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\x86\x02\n" +
 	"\x14InspectTokenResponse\x12/\n" +
@@ -1031,7 +1054,7 @@ const file_usher_v1_usher_proto_rawDesc = "" +
 	"\flast_refresh\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastRefresh\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12=\n" +
-	"\fnext_refresh\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vnextRefresh*\xfc\x02\n" +
+	"\fnext_refresh\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vnextRefresh*\xb0\x03\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fREASON_VALID\x10\x01\x12\x14\n" +
@@ -1047,7 +1070,9 @@ const file_usher_v1_usher_proto_rawDesc = "" +
 	"\x12\x1c\n" +
 	"\x18REASON_AUDIENCE_MISMATCH\x10\v\x12\x1d\n" +
 	"\x19REASON_INSUFFICIENT_SCOPE\x10\f\x12\x1b\n" +
-	"\x17REASON_KEYS_UNAVAILABLE\x10\r2\xfb\x01\n" +
+	"\x17REASON_KEYS_UNAVAILABLE\x10\r\x12\x13\n" +
+	"\x0fREASON_INACTIVE\x10\x0e\x12\x1d\n" +
+	"\x19REASON_ISSUER_UNAVAILABLE\x10\x0f2\xfb\x01\n" +
 	"\fTokenService\x12P\n" +
 	"\rValidateToken\x12\x1e.usher.v1.ValidateTokenRequest\x1a\x1f.usher.v1.ValidateTokenResponse\x12M\n" +
 	"\fInspectToken\x12\x1d.usher.v1.InspectTokenRequest\x1a\x1e.usher.v1.InspectTokenResponse\x12J\n" +
