@@ -16,9 +16,10 @@
 //
 //	valid                           handler runs, claims in the context
 //	no or unusable credentials,     UNAUTHENTICATED
-//	any token reason but these two
+//	any token reason but those below
 //	INSUFFICIENT_SCOPE              PERMISSION_DENIED
-//	KEYS_UNAVAILABLE, usher down,   UNAVAILABLE: fail closed, never let the call through
+//	KEYS_UNAVAILABLE,               UNAVAILABLE: fail closed, never let the call through
+//	ISSUER_UNAVAILABLE, usher down,
 //	a reason this library does not know
 //
 // The reasons are mapped through usher's one reason table, which the other

@@ -264,8 +264,9 @@ func (a *Authenticator) unavailable(ctx context.Context, err error) error {
 }
 
 // reject maps a verdict to a status through the reason table:
-// INSUFFICIENT_SCOPE is PERMISSION_DENIED, KEYS_UNAVAILABLE (or a reason this
-// library does not know) is UNAVAILABLE, every other reason UNAUTHENTICATED.
+// INSUFFICIENT_SCOPE is PERMISSION_DENIED, KEYS_UNAVAILABLE and
+// ISSUER_UNAVAILABLE (or a reason this library does not know) are
+// UNAVAILABLE, every other reason (INACTIVE included) UNAUTHENTICATED.
 func (a *Authenticator) reject(ctx context.Context, r *usherv1.ValidateTokenResponse, rule reasons.Rule) error {
 	reason := reasons.Name(r.GetReason())
 	md := map[string]string{}

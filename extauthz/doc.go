@@ -26,7 +26,7 @@
 //	any token reason but the two below         401   UNAUTHENTICATED       …, error="invalid_token", error_description="…"
 //	INSUFFICIENT_SCOPE                         403   PERMISSION_DENIED     …, error="insufficient_scope", …, scope="<required>"
 //	valid, but a claim a header cannot carry   401   UNAUTHENTICATED       …, error="invalid_token", … (UNFORWARDABLE_CLAIM)
-//	KEYS_UNAVAILABLE                           503   UNAVAILABLE           Bearer realm="<aud>"
+//	KEYS_UNAVAILABLE, ISSUER_UNAVAILABLE       503   UNAVAILABLE           Bearer realm="<aud>"
 //	a reason this server does not know         503   UNAVAILABLE           Bearer realm="<aud>" (VALIDATION_UNAVAILABLE)
 //
 // Routes match the request path in normal form (RFC 3986: percent-encoded

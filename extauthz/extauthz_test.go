@@ -709,8 +709,8 @@ func TestCheckFollowsTheReasonTable(t *testing.T) {
 			case !known:
 				want.code, want.http, want.reason, bearerError = codes.Unavailable, 503, "VALIDATION_UNAVAILABLE", ""
 				want.message = fmt.Sprintf("usher returned reason %d, which this server does not know", n)
-			case r == usherv1.Reason_REASON_KEYS_UNAVAILABLE:
-				want.code, want.http, want.reason, bearerError = codes.Unavailable, 503, "KEYS_UNAVAILABLE", ""
+			case r == usherv1.Reason_REASON_KEYS_UNAVAILABLE, r == usherv1.Reason_REASON_ISSUER_UNAVAILABLE:
+				want.code, want.http, want.reason, bearerError = codes.Unavailable, 503, reasons.Name(r), ""
 			case r == usherv1.Reason_REASON_INSUFFICIENT_SCOPE:
 				want.code, want.http, want.reason, bearerError = codes.PermissionDenied, 403, "INSUFFICIENT_SCOPE", reasons.InsufficientScope
 			}

@@ -256,8 +256,9 @@ type denial struct {
 }
 
 // verdictDenial maps a verdict through the reason table, as the interceptors
-// do: INSUFFICIENT_SCOPE is 403, KEYS_UNAVAILABLE (or a reason this server
-// does not know) 503, every other reason 401 invalid_token.
+// do: INSUFFICIENT_SCOPE is 403, KEYS_UNAVAILABLE and ISSUER_UNAVAILABLE (or
+// a reason this server does not know) 503, every other reason (INACTIVE
+// included) 401 invalid_token.
 func verdictDenial(v *service.Verdict, realm string, required []string) denial {
 	r := usherv1.Reason(v.Reason)
 	rule := reasons.Deny(r)

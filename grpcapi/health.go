@@ -15,14 +15,19 @@ import (
 // shutdown began:
 //
 //   - ServiceName ("usher.v1.TokenService"), for readiness: SERVING once every
-//     issuer's keys were tried and while at least one issuer holds keys;
-//     NOT_SERVING otherwise, since a replica that can only answer
-//     KEYS_UNAVAILABLE should get no traffic.
+//     issuer's keys were tried and while at least one issuer can answer: it
+//     holds keys, or it answers opaque tokens and its introspection endpoint
+//     is known (configured, or read from discovery); NOT_SERVING otherwise,
+//     since a replica that can only answer KEYS_UNAVAILABLE should get no
+//     traffic. An opaque-only deployment is ready once its endpoints are
+//     known: whether they answer is seen per call (ISSUER_UNAVAILABLE).
 //   - "" (the whole server), for liveness and start-up: SERVING once every
 //     issuer's keys were tried, whatever they hold. Restarting a replica
 //     never brings an issuer's keys back, so this one does not follow them.
-//   - IssuerHealthName(issuer): SERVING while that issuer holds keys,
-//     NOT_SERVING while it holds none (or is no longer configured), so that
+//   - IssuerHealthName(issuer): SERVING while that issuer can answer every
+//     kind of token it is configured for (keys held, unless it has no key
+//     set; its introspection endpoint known, if it has introspection),
+//     NOT_SERVING otherwise (or when it is no longer configured), so that
 //     one bad issuer shows on a dashboard without taking the replica out.
 const (
 	ServiceName        = "usher.v1.TokenService"
@@ -36,6 +41,21 @@ func IssuerHealthName(issuer string) string { return IssuerHealthPrefix + issuer
 // hasKeys reports whether an issuer holds a key set to verify with: one
 // that is not past max_stale.
 func hasKeys(st service.IssuerStatus) bool { return len(st.KeyIDs) > 0 && !st.Stale }
+
+// canIntrospect reports whether an issuer answers opaque tokens and knows
+// where to ask.
+func canIntrospect(st service.IssuerStatus) bool {
+	return st.Introspection && st.IntrospectionEndpoint != ""
+}
+
+// canAnswer reports whether an issuer can answer some token: readiness.
+func canAnswer(st service.IssuerStatus) bool { return hasKeys(st) || canIntrospect(st) }
+
+// issuerServing reports whether an issuer can answer every kind of token it
+// is configured for: its own health status.
+func issuerServing(st service.IssuerStatus) bool {
+	return (st.OpaqueOnly || hasKeys(st)) && (!st.Introspection || canIntrospect(st))
+}
 
 // healthMonitor sets the health statuses from the validator in service: at
 // every tick, when it is swapped, and once the first one has tried every
@@ -87,8 +107,8 @@ func (m *healthMonitor) update() {
 	for _, st := range m.srv.Current().Issuers() {
 		name := IssuerHealthName(st.Issuer)
 		names = append(names, name)
-		next[name] = servingIf(hasKeys(st))
-		anyKeys = anyKeys || hasKeys(st)
+		next[name] = servingIf(issuerServing(st))
+		anyKeys = anyKeys || canAnswer(st)
 	}
 	for name := range m.last {
 		if _, ok := next[name]; !ok && name != "" && name != ServiceName { // an issuer a reload removed

@@ -190,6 +190,9 @@ func (s *Server) ListIssuers(context.Context, *usherv1.ListIssuersRequest) (*ush
 			LastRefresh: timestampOrNil(st.LastRefresh),
 			LastError:   st.LastError,
 			NextRefresh: timestampOrNil(st.NextRefresh),
+
+			IntrospectionEndpoint:  st.IntrospectionEndpoint,
+			IntrospectionLastError: st.IntrospectionError,
 		})
 	}
 	return out, nil

@@ -114,8 +114,13 @@ func (c *verifiedCache) add(key [sha256.Size]byte, tokLen int, t *parsedToken, i
 	if e.size > c.maxBytes {
 		return e
 	}
+	// Two misses of one token may race to add it: the first one stays, so
+	// that the byte count holds each entry once (an Add over an entry would
+	// replace it without the eviction callback).
+	if present, _ := c.lru.ContainsOrAdd(key, e); present {
+		return e
+	}
 	c.bytes.Add(e.size)
-	c.lru.Add(key, e)
 	for c.bytes.Load() > c.maxBytes {
 		if _, _, ok := c.lru.RemoveOldest(); !ok {
 			break

@@ -13,15 +13,17 @@ import (
 
 // sameKeySource reports whether two configurations of an issuer fetch the
 // same key set: every field must be equal except those that only change how
-// tokens are checked (algorithms, typ, leeway, required and audience claims)
-// or when the set is fetched and how long it is trusted (refresh_interval,
+// tokens are checked (algorithms, typ, leeway, required and audience claims),
+// when the set is fetched and how long it is trusted (refresh_interval,
 // unknown_kid_cooldown, fetch_timeout, max_stale: the carried set is judged
-// by the new values). So a changed issuer, jwks_uri, discovery or jwks_file,
+// by the new values), and introspection, which answers opaque tokens and
+// fetches no keys. So a changed issuer, jwks_uri, discovery or jwks_file,
 // or any setting added later, counts as a new source.
 func sameKeySource(a, b IssuerConfig) bool {
 	for _, c := range []*IssuerConfig{&a, &b} {
 		c.Algorithms, c.TokenType, c.Leeway, c.RequiredClaims, c.AudienceClaims = nil, "", 0, nil, nil
 		c.RefreshInterval, c.UnknownKIDCooldown, c.FetchTimeout, c.MaxStale = 0, 0, 0, 0
+		c.Introspection = nil
 	}
 	return reflect.DeepEqual(a, b)
 }
@@ -60,8 +62,10 @@ func (ik *issuerKeys) carryFrom(prev *Validator) {
 
 // KeysLost reports what swapping v in for old would lose: each issuer that
 // both configure, for which old holds a key set within max_stale and v holds
-// none (its key source changed and gave no keys yet). One error per issuer,
-// joined; nil when nothing is lost. A reload should then keep old.
+// none (its key source changed and gave no keys yet). An issuer that v
+// answers through introspection only (no key set, on purpose) loses
+// nothing. One error per issuer, joined; nil when nothing is lost. A reload
+// should then keep old.
 func (v *Validator) KeysLost(old *Validator) error {
 	if old == nil {
 		return nil
@@ -69,7 +73,7 @@ func (v *Validator) KeysLost(old *Validator) error {
 	var errs []error
 	for _, ik := range v.order {
 		prev := old.issuers[ik.cfg.Issuer]
-		if prev == nil || ik.keys() != nil {
+		if prev == nil || ik.keys() != nil || ik.keyless.Load() {
 			continue
 		}
 		oks := prev.keys()

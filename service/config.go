@@ -36,11 +36,12 @@ type Config struct {
 	// MaxTokenBytes caps the token size, checked before any parsing
 	// (max_token_bytes; default 16 KiB).
 	MaxTokenBytes int
-	// CacheMaxEntries bounds the verified-token cache (cache_max_entries;
-	// default 10000; -1 turns it off).
+	// CacheMaxEntries bounds the verified-token cache, and the cache of
+	// introspection answers each on its own (cache_max_entries; default
+	// 10000; -1 turns both off).
 	CacheMaxEntries int
-	// CacheMaxBytes bounds the cache's approximate memory (cache_max_bytes;
-	// default 64 MiB).
+	// CacheMaxBytes bounds each cache's approximate memory
+	// (cache_max_bytes; default 64 MiB).
 	CacheMaxBytes int64
 	// Issuers are the trusted issuers.
 	Issuers []IssuerConfig
@@ -247,7 +248,7 @@ func (is *IssuerConfig) validateKeySource(bad func(k, format string, args ...any
 func (ic *IntrospectionConfig) validate(discovery bool, bad func(k, format string, args ...any)) {
 	switch {
 	case ic.Endpoint != "":
-		if err := checkFetchURL(ic.Endpoint); err != nil {
+		if err := checkFetchURLFor(ic.Endpoint, "introspection"); err != nil {
 			bad("endpoint", "%v", err)
 		}
 	case !discovery:

@@ -34,6 +34,17 @@
 // jwx's jwk.Cache), refetched at most once per cooldown for an unknown kid,
 // and a failed or empty fetch never replaces the last good set.
 //
-// The engine does NOT check revocation, jti replay, DPoP or mTLS
-// certificate binding (cnf), and does not decrypt JWE.
+// Opaque (reference) access tokens are answered through the issuer's RFC
+// 7662 introspection endpoint (IssuerConfig.Introspection): a token that is
+// no JWS is sent only to the issuer it belongs to (token_prefixes, or the
+// only issuer with introspection), with client_secret_basic; active: true
+// is then checked like a verified JWT's claims (EXPIRED, AUDIENCE_MISMATCH,
+// INSUFFICIENT_SCOPE…), active: false is INACTIVE, and an endpoint that
+// cannot answer is ISSUER_UNAVAILABLE. Answers are reused for at most
+// cache_ttl (active; never past exp) or negative_cache_ttl (inactive), so a
+// revocation is seen within cache_ttl.
+//
+// The engine does NOT check a JWT's revocation, jti replay, DPoP or mTLS
+// certificate binding (cnf, also in an introspection answer), and does not
+// decrypt JWE.
 package service

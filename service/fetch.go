@@ -56,6 +56,12 @@ type issuerKeys struct {
 	set    atomic.Pointer[keySet]
 	static bool // jwks_file: loaded once
 
+	// intro answers the issuer's opaque tokens (nil without introspection).
+	intro *introspector
+	// keyless: the issuer has no key set, only introspection (by
+	// configuration, or because its discovery document names no jwks_uri).
+	keyless atomic.Bool
+
 	ctrl       httprc.Controller
 	res        atomic.Pointer[httprc.ResourceBase[*keySet]]
 	fetches    singleflight.Group
@@ -83,6 +89,19 @@ func newIssuerKeys(ctx context.Context, cfg IssuerConfig, hc *http.Client, o *op
 	now := o.now
 	ik := &issuerKeys{cfg: cfg, now: now, log: o.log.With("issuer", cfg.Issuer), http: guardClient(hc, cfg, o.log), bg: ctx, tried: make(chan struct{}), jwksURI: cfg.JWKSURI,
 		keyWait: o.keyWait, keyWaiters: int64(o.keyWaiters)}
+	if cfg.Introspection != nil {
+		in, err := newIntrospector(ctx, cfg, o)
+		if err != nil {
+			return nil, err
+		}
+		ik.intro = in
+		in.carryFrom(o.previous, cfg.Discovery)
+		if cfg.JWKSURI == "" && !cfg.Discovery && cfg.JWKSFile == "" { // opaque tokens only
+			ik.keyless.Store(true)
+			ik.markTried()
+			return ik, nil
+		}
+	}
 	if cfg.JWKSFile != "" {
 		b, err := os.ReadFile(cfg.JWKSFile)
 		if err != nil {
@@ -125,7 +144,7 @@ func (ik *issuerKeys) firstFetch() {
 		}
 		_ = ik.fetchShared(ik.bg)
 		ik.markTried()
-		if ik.set.Load() != nil && ik.res.Load() != nil {
+		if ik.set.Load() != nil && ik.res.Load() != nil || ik.keyless.Load() {
 			return
 		}
 		wait = max(backoff/2+rand.N(backoff/2+1), time.Unix(0, ik.notBefore.Load()).Sub(ik.now()))
@@ -227,6 +246,9 @@ func (ik *issuerKeys) warnShed() {
 
 // fetchShared runs one fetch at a time per issuer; concurrent callers share it.
 func (ik *issuerKeys) fetchShared(ctx context.Context) error {
+	if ik.keyless.Load() {
+		return nil
+	}
 	_, err, _ := ik.fetches.Do("fetch", func() (any, error) {
 		fctx, cancel := context.WithTimeout(ctx, ik.cfg.FetchTimeout+time.Second)
 		defer cancel()
@@ -244,6 +266,14 @@ func (ik *issuerKeys) fetch(ctx context.Context) error {
 			if uri, err = ik.discover(ctx); err != nil {
 				ik.fail(err)
 				return err
+			}
+			if uri == "" { // an issuer of opaque tokens only
+				ik.keyless.Store(true)
+				ik.mu.Lock()
+				ik.lastError = ""
+				ik.mu.Unlock()
+				ik.log.Info("the discovery document names no jwks_uri: this issuer's opaque tokens are answered through introspection, its JWTs get UNKNOWN_KEY")
+				return nil
 			}
 		}
 		interval := ik.cfg.RefreshInterval
@@ -315,13 +345,24 @@ func (ik *issuerKeys) fail(err error) {
 }
 
 // discover reads jwks_uri from the OIDC discovery document and insists that
-// its issuer is exactly the configured one.
+// its issuer is exactly the configured one. An issuer with introspection
+// also takes its introspection_endpoint from it (unless the configuration
+// names one), and may have no jwks_uri at all: then discover returns "".
 func (ik *issuerKeys) discover(ctx context.Context) (string, error) {
 	doc, u, err := fetchDiscovery(ctx, ik.http, ik.cfg.Issuer)
 	if err != nil {
 		return "", err
 	}
-	if err := doc.check(ik.cfg.Issuer); err != nil {
+	if err := doc.checkIssuer(ik.cfg.Issuer); err != nil {
+		return "", fmt.Errorf("discovery %s: %w", u, err)
+	}
+	if ik.intro != nil {
+		ik.intro.fromDiscovery(doc)
+		if doc.JWKSURI == "" {
+			return "", nil
+		}
+	}
+	if err := doc.checkURL("jwks_uri", doc.JWKSURI); err != nil {
 		return "", fmt.Errorf("discovery %s: %w", u, err)
 	}
 	return doc.JWKSURI, nil
@@ -378,6 +419,11 @@ func (ik *issuerKeys) status() IssuerStatus {
 	}
 	if r := ik.res.Load(); r != nil {
 		st.NextRefresh = r.Next()
+	}
+	st.OpaqueOnly = ik.keyless.Load()
+	if ik.intro != nil {
+		st.Introspection = true
+		st.IntrospectionEndpoint, st.IntrospectionError = ik.intro.endpoint(), ik.intro.lastErr()
 	}
 	return st
 }

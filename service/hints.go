@@ -37,9 +37,9 @@ var malformedHints = [...]string{
 	malformedOpaque:        opaqueHint,
 }
 
-const opaqueHint = "this is an opaque (reference) access token, not a JWT: usher validates JWT access tokens by their signature and cannot validate an opaque one. " +
-	"Ask the issuer for JWT access tokens (Ory Hydra: strategies.access_token: jwt; node-oidc-provider: request the token for a resource indicator, the RFC 8707 \"resource\" parameter, whose resource server has accessTokenFormat: 'jwt'), " +
-	"or configure token introspection (RFC 7662) for this issuer once usher supports it"
+const opaqueHint = "this is an opaque (reference) access token, not a JWT: usher validates a JWT by its signature, and an opaque token only by asking its issuer (RFC 7662 introspection), which no issuer in usher's config is set up for. " +
+	"Configure introspection for the issuer (introspection: endpoint, client_id, client_secret_file; the endpoint may come from discovery), " +
+	"or ask the issuer for JWT access tokens (Ory Hydra: strategies.access_token: jwt; node-oidc-provider: request the token for a resource indicator, the RFC 8707 \"resource\" parameter, whose resource server has accessTokenFormat: 'jwt')"
 
 const resendHint = "send the compact JWS exactly as the issuer returned it (three base64url segments joined by dots), without quotes, line breaks or URL encoding"
 
@@ -220,13 +220,18 @@ func notYetValidViolation(claim string, now, at time.Time, leeway time.Duration)
 	}
 }
 
-func missingClaimViolation(name, issuer string) Violation {
-	return Violation{
+func missingClaimViolation(name, issuer string, opaque bool) Violation {
+	out := Violation{
 		Reason:   ReasonMissingClaim,
 		Message:  fmt.Sprintf("token has no %s claim, which issuer %s requires", name, issuer),
 		Hint:     fmt.Sprintf("usher's config lists %s in required_claims for this issuer; ask the issuer to include it", name),
 		Mismatch: &Mismatch{Claim: name, Expected: []string{name}},
 	}
+	if opaque {
+		out.Message = fmt.Sprintf("the introspection answer has no %s, which issuer %s requires", name, issuer)
+		out.Hint = fmt.Sprintf("usher's config lists %s in required_claims for this issuer, and its introspection answer lacks it (RFC 7662 makes it optional); ask the issuer to include it, or drop it from required_claims", name)
+	}
+	return out
 }
 
 func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected string) Violation {
@@ -419,4 +424,118 @@ func truncate(s string, n int) string {
 		cut--
 	}
 	return s[:cut] + "…"
+}
+
+// Opaque tokens (introspection): routing, the issuer's answer, and an
+// issuer usher holds no key set for.
+
+// unroutedVerdict: an opaque token that no issuer may be asked about.
+func (v *Validator) unroutedVerdict(m *malformed) *Verdict {
+	out := malformedVerdict(m)
+	var names, prefixes []string
+	for _, ik := range v.introspecting {
+		names = append(names, ik.cfg.Issuer)
+		p := "none"
+		if ps := ik.cfg.Introspection.TokenPrefixes; len(ps) > 0 {
+			p = strings.Join(ps, ", ")
+		}
+		prefixes = append(prefixes, fmt.Sprintf("%s: %s", ik.cfg.Issuer, p))
+	}
+	out.Message += "; it starts with none of the configured token_prefixes"
+	if len(names) == 1 {
+		out.Hint = fmt.Sprintf("usher sends an opaque token only to the issuer it belongs to; the only issuer with introspection here, %s, names its tokens' prefixes (token_prefixes: %s) and this token has none of them: send an access token of that issuer, or add this token's prefix to its token_prefixes if it is one of its access tokens",
+			names[0], strings.Join(v.introspecting[0].cfg.Introspection.TokenPrefixes, ", "))
+		return out
+	}
+	out.Hint = fmt.Sprintf("usher sends an opaque token only to the issuer it belongs to, and %d issuers answer opaque tokens here (token_prefixes of %s), so it cannot tell which one issued this token: set introspection.token_prefixes on each issuer whose opaque tokens start with a fixed prefix (e.g. ory_at_)",
+		len(names), strings.Join(prefixes, "; "))
+	return out
+}
+
+// inactiveVerdict: the issuer says the token is not active.
+func inactiveVerdict(ik *issuerKeys) *Verdict {
+	return &Verdict{
+		Reason:  ReasonInactive,
+		Message: fmt.Sprintf("issuer %s says the token is not active", ik.cfg.Issuer),
+		Hint:    "the issuer says this token is not active: revoked, expired or never issued; get a new token",
+	}
+}
+
+// issuerUnavailableVerdict: no usable answer from the issuer's
+// introspection endpoint. The hint names the cause; none is the token's
+// fault.
+func issuerUnavailableVerdict(ik *issuerKeys, f *introFailure) *Verdict {
+	in := ik.intro
+	ep := in.endpoint()
+	msg := fmt.Sprintf("the introspection endpoint of issuer %s could not answer: %s", ik.cfg.Issuer, f.cause)
+	var hint string
+	switch f.kind {
+	case failCredentials:
+		msg = fmt.Sprintf("the introspection endpoint of issuer %s refused usher's client credentials (%s)", ik.cfg.Issuer, f.cause)
+		hint = fmt.Sprintf("not the token's fault: usher's own client credentials for introspection are wrong (client %q at %s): check introspection.client_id and client_secret_file (the client's secret, alone in the file), then reload usher", Printable(in.cfg.ClientID), ep)
+	case failBadRequest:
+		hint = fmt.Sprintf("not the token's fault: the endpoint (%s) refused usher's request; check that introspection.endpoint is the issuer's RFC 7662 introspection endpoint and that usher's client may use client_secret_basic there", ep)
+	case failUnusable:
+		msg = fmt.Sprintf("the introspection endpoint of issuer %s gave an unusable answer: %s", ik.cfg.Issuer, f.cause)
+		hint = fmt.Sprintf("not the token's fault: the endpoint (%s) answered with something that is not an RFC 7662 introspection response; check that introspection.endpoint is the issuer's introspection endpoint, and `usher doctor --config`", ep)
+	case failNoEndpoint:
+		msg = fmt.Sprintf("the introspection endpoint of issuer %s is not known: %s", ik.cfg.Issuer, f.cause)
+		hint = "not the token's fault: usher reads the endpoint from the issuer's discovery document (introspection_endpoint) and has none yet; retry shortly, or set introspection.endpoint in usher's config; `usher doctor --config` checks it"
+	case failShed:
+		hint = fmt.Sprintf("not the token's fault: the endpoint (%s) is slow and usher bounds how many calls wait for it; retry shortly, and check the endpoint (`usher doctor`)", ep)
+	default: // unreachable, timeout, 5xx
+		hint = fmt.Sprintf("not the token's fault: usher could not get an answer from the issuer's introspection endpoint (%s); retry shortly, and check that usher can reach it (`usher doctor`)", ep)
+	}
+	return &Verdict{Reason: ReasonIssuerUnavailable, Message: msg, Hint: hint}
+}
+
+// answerIssuerVerdict: the issuer's own endpoint answered for another
+// issuer. That is a misconfiguration (the endpoint of another issuer or
+// tenant, or an issuer URL spelt differently), and fails closed.
+func answerIssuerVerdict(ik *issuerKeys, iss string) *Verdict {
+	shown := Printable(iss)
+	return &Verdict{
+		Reason:   ReasonUntrustedIssuer,
+		Message:  fmt.Sprintf("the introspection endpoint of issuer %s says the token was issued by %q", ik.cfg.Issuer, shown),
+		Hint:     fmt.Sprintf("the answer's iss %q is not the configured issuer %q, and iss is compared byte for byte: if they name the same issuer, make the issuer in usher's config exactly %q; otherwise introspection.endpoint belongs to another issuer (or tenant): fix it", shown, ik.cfg.Issuer, shown),
+		Mismatch: &Mismatch{Claim: "iss", Expected: []string{ik.cfg.Issuer}, Actual: []string{shown}},
+	}
+}
+
+// noKeySetVerdict: a JWT names an issuer usher holds no key set for, by
+// configuration (introspection only) or because its discovery document
+// names no jwks_uri.
+func noKeySetVerdict(t *parsedToken, ik *issuerKeys) *Verdict {
+	why := "its configuration gives no key set (jwks_uri, discovery or jwks_file), only introspection"
+	if ik.cfg.Discovery {
+		why = "its discovery document names no jwks_uri"
+	}
+	return &Verdict{
+		Reason:   ReasonUnknownKey,
+		Message:  fmt.Sprintf("issuer %s has no key set in usher: %s", ik.cfg.Issuer, why),
+		Hint:     "usher answers this issuer's opaque tokens through introspection and has no key to verify its JWTs with; send its opaque access token, or give the issuer a key set in usher's config (jwks_uri, or discovery with a jwks_uri) to accept its JWTs",
+		Mismatch: &Mismatch{Claim: "kid", Actual: nonEmpty(Printable(t.kid))},
+	}
+}
+
+// refreshTokenViolation: an introspection answer that says the token is a
+// refresh token (Ory's token_use, or the token type URI of RFC 8693), which
+// is never an access token whatever else it carries.
+func refreshTokenViolation(t *parsedToken) (Violation, bool) {
+	use, _ := t.payload["token_use"].(string)
+	typ, _ := t.payload["token_type"].(string)
+	const refreshURI = "urn:ietf:params:oauth:token-type:refresh_token"
+	if use != "refresh_token" && typ != refreshURI && typ != "refresh_token" {
+		return Violation{}, false
+	}
+	claim, got, want := "token_use", use, "access_token"
+	if use != "refresh_token" {
+		claim, got, want = "token_type", typ, "an access token type (e.g. Bearer)"
+	}
+	return Violation{
+		Reason:   ReasonWrongTokenType,
+		Message:  fmt.Sprintf("the issuer says this is a refresh token (%s %s), not an access token", claim, Printable(got)),
+		Hint:     "a refresh token is for the issuer's token endpoint only: send the access token instead",
+		Mismatch: &Mismatch{Claim: claim, Expected: []string{want}, Actual: []string{Printable(got)}},
+	}, true
 }

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strings"
 )
 
 // Where usher may fetch discovery documents and key sets from. A public
@@ -169,18 +170,23 @@ var openPolicy = fetchPolicy{loopback: true, private: true}
 // policyFor is the policy an issuer's configuration gives.
 func policyFor(ic IssuerConfig) fetchPolicy {
 	p := fetchPolicy{private: ic.AllowPrivateNetwork}
-	for _, s := range []string{ic.Issuer, ic.JWKSURI} {
-		u, err := url.Parse(s)
-		if err != nil || u.Host == "" {
-			continue
-		}
-		if isLoopbackHost(u.Hostname()) {
-			p.loopback = true
-		} else if a, err := netip.ParseAddr(u.Hostname()); err == nil {
-			p.named = append(p.named, a.WithZone("").Unmap())
-		}
-	}
+	p.name(ic.Issuer)
+	p.name(ic.JWKSURI)
 	return p
+}
+
+// name allows what a URL of the configuration writes out: loopback when its
+// host is loopback, else the address it names (nothing for a host name).
+func (p *fetchPolicy) name(s string) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return
+	}
+	if isLoopbackHost(u.Hostname()) {
+		p.loopback = true
+	} else if a, err := netip.ParseAddr(u.Hostname()); err == nil {
+		p.named = append(p.named, a.WithZone("").Unmap())
+	}
 }
 
 // allows reports a's class and whether the policy lets a fetch reach it.
@@ -228,11 +234,15 @@ func (e *refusedError) Error() string {
 	if e.resolved {
 		verb = "resolves to"
 	}
-	switch e.class {
-	case addrNever:
+	if e.class == addrNever {
 		return "refused: the " + e.what + " " + verb + " a link-local, multicast or cloud metadata address, which usher never fetches"
-	case addrLoopback:
-		return "refused: the " + e.what + " " + verb + " a loopback address; usher fetches a non-loopback issuer's keys from public addresses only (set allow_private_network: true on the issuer if they are served on your network)"
 	}
-	return "refused: the " + e.what + " " + verb + " a private address; usher fetches an issuer's keys from public addresses only (set allow_private_network: true on the issuer if they are served on your network)"
+	class, whose := "a private address", "an issuer's"
+	if e.class == addrLoopback {
+		class, whose = "a loopback address", "a non-loopback issuer's"
+	}
+	if strings.HasPrefix(e.what, "introspection") {
+		return "refused: the " + e.what + " " + verb + " " + class + "; usher sends tokens to " + whose + " introspection endpoint at public addresses only, unless introspection.endpoint writes the address out (set allow_private_network: true on the issuer if it is served on your network)"
+	}
+	return "refused: the " + e.what + " " + verb + " " + class + "; usher fetches " + whose + " keys from public addresses only (set allow_private_network: true on the issuer if they are served on your network)"
 }

@@ -24,8 +24,8 @@ type optionFunc func(*options)
 func (f optionFunc) apply(o *options) { f(o) }
 
 // WithClock sets the engine's clock (default time.Now): exp, nbf and iat,
-// the verified-token cache, key set staleness, refetch cooldowns and
-// Retry-After all read it.
+// the verified-token cache, the reuse of introspection answers, key set
+// staleness, refetch cooldowns and Retry-After all read it.
 func WithClock(now func() time.Time) Option {
 	return optionFunc(func(o *options) { o.now = now })
 }
@@ -35,8 +35,9 @@ func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(o *options) { o.log = l })
 }
 
-// WithHTTPClient sets the client for discovery and key set fetches. The
-// default has a deadline on the whole fetch, refuses redirects to another
+// WithHTTPClient sets the client for discovery, key set fetches and
+// introspection calls (which never follow a redirect). The default has a
+// deadline on the whole fetch (or call), refuses redirects to another
 // host or from https to http, and checks every address it dials or asks a
 // proxy for (after DNS). A client given here keeps only the checks made on
 // the URL (scheme, addresses written in it, private networks of discovery
@@ -58,7 +59,10 @@ func WithObserver(o Observer) Option {
 // their verdict at once from the keys held (KEYS_UNAVAILABLE or UNKNOWN_KEY).
 // The fetch goes on in the background, bounded by fetch_timeout. The wait is
 // measured on the wall clock, not WithClock's. Zero or negative values keep
-// the default.
+// the default. waiters also bounds, per issuer, the calls that wait for its
+// introspection endpoint (each for at most the issuer's introspection
+// timeout) and the introspection calls in flight: the others get
+// ISSUER_UNAVAILABLE at once.
 func WithKeyWait(wait time.Duration, waiters int) Option {
 	return optionFunc(func(o *options) {
 		if wait > 0 {

@@ -22,8 +22,9 @@ const maxDiscoveryBytes = 256 << 10
 
 // discoveryDoc is the part of an OIDC discovery document usher reads.
 type discoveryDoc struct {
-	Issuer  string `json:"issuer"`
-	JWKSURI string `json:"jwks_uri"`
+	Issuer                string `json:"issuer"`
+	JWKSURI               string `json:"jwks_uri"`
+	IntrospectionEndpoint string `json:"introspection_endpoint"`
 
 	// policy is what the client that fetched the document may reach (set
 	// when it is a guardClient), so that check can refuse a jwks_uri before
@@ -57,24 +58,40 @@ func fetchDiscovery(ctx context.Context, hc *http.Client, issuer string) (discov
 // the issuer's word, not the operator's: errors name what is wrong with its
 // jwks_uri, never the URL (it may point into the network usher runs in).
 func (d discoveryDoc) check(issuer string) error {
+	if err := d.checkIssuer(issuer); err != nil {
+		return err
+	}
+	return d.checkURL("jwks_uri", d.JWKSURI)
+}
+
+// checkIssuer: the document's issuer is exactly the configured one.
+func (d discoveryDoc) checkIssuer(issuer string) error {
 	if d.Issuer != issuer {
 		return fmt.Errorf("the document's issuer is %q but the configured issuer is %q; they must be identical (OIDC Discovery §4.3)", clip(d.Issuer, 200), issuer)
 	}
-	if d.JWKSURI == "" {
-		return errors.New("no jwks_uri")
+	return nil
+}
+
+// checkURL checks a URL the document names (jwks_uri,
+// introspection_endpoint) against the scheme and address rules of the
+// client that fetched the document, before anything is sent to it. Errors
+// name what is wrong, never the URL.
+func (d discoveryDoc) checkURL(name, raw string) error {
+	if raw == "" {
+		return errors.New("no " + name)
 	}
-	u, err := url.Parse(d.JWKSURI)
+	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return errors.New("jwks_uri is not an absolute URL")
+		return errors.New(name + " is not an absolute URL")
 	}
-	if p := schemeProblem(u); p != "" {
-		return errors.New("jwks_uri " + p)
+	if p := schemeProblemOf(u, name); p != "" {
+		return errors.New(name + " " + p)
 	}
-	policy := policyFor(IssuerConfig{Issuer: issuer})
+	policy := policyFor(IssuerConfig{Issuer: d.Issuer})
 	if d.policy != nil {
 		policy = *d.policy
 	}
-	if err := policy.hostAllowed("jwks_uri", u.Hostname()); err != nil {
+	if err := policy.hostAllowed(name, u.Hostname()); err != nil {
 		return err
 	}
 	return nil
@@ -244,12 +261,34 @@ type guardTransport struct {
 	base   http.RoundTripper
 	policy fetchPolicy
 	log    *slog.Logger
+	what   string // what every request is for; "" tells key sets and discovery documents apart by path
 }
 
+// guardIntrospection is guardClient for the issuer's introspection
+// endpoint: the same rules, and the endpoint that the configuration writes
+// out (introspection.endpoint) allowed by name. One found through discovery
+// gets the issuer's rules only.
+func guardIntrospection(hc *http.Client, ic IssuerConfig, log *slog.Logger) *http.Client {
+	c := guardClient(hc, ic, log)
+	g := c.Transport.(*guardTransport)
+	g.what = introspectionWhat
+	if ic.Introspection != nil {
+		g.policy.name(ic.Introspection.Endpoint)
+	}
+	return c
+}
+
+// introspectionWhat names the introspection endpoint in messages.
+const introspectionWhat = "introspection endpoint"
+
 func (g *guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	what := "key set URL"
-	if strings.HasSuffix(req.URL.Path, "/.well-known/openid-configuration") {
+	what := g.what
+	switch {
+	case what != "":
+	case strings.HasSuffix(req.URL.Path, "/.well-known/openid-configuration"):
 		what = "discovery URL"
+	default:
+		what = "key set URL"
 	}
 	t := &fetchTarget{policy: g.policy, what: what}
 	if err := t.urlAllowed(req.URL); err != nil {
@@ -282,7 +321,7 @@ func (g *guardTransport) CloseIdleConnections() {
 // urlAllowed applies the scheme rule and, for an address written in the
 // URL, the address rules.
 func (t *fetchTarget) urlAllowed(u *url.URL) error {
-	if p := schemeProblem(u); p != "" {
+	if p := schemeProblemOf(u, t.what); p != "" {
 		return errors.New("refused: the " + t.what + " " + p)
 	}
 	if err := t.policy.hostAllowed(t.what, u.Hostname()); err != nil {
@@ -306,7 +345,11 @@ func (e *fetchError) Timeout() bool {
 }
 
 // checkFetchURL accepts https URLs, and http only for loopback hosts.
-func checkFetchURL(s string) error {
+func checkFetchURL(s string) error { return checkFetchURLFor(s, "") }
+
+// checkFetchURLFor is checkFetchURL worded for what the URL is for (see
+// schemeProblemOf).
+func checkFetchURLFor(s, what string) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("%q is not an absolute URL", s)
@@ -314,7 +357,7 @@ func checkFetchURL(s string) error {
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("%q: scheme %q is not http(s)", s, u.Scheme)
 	}
-	if p := schemeProblem(u); p != "" {
+	if p := schemeProblemOf(u, what); p != "" {
 		return fmt.Errorf("%q %s", s, p)
 	}
 	if a, err := netip.ParseAddr(u.Hostname()); err == nil && classify(a) == addrNever {
@@ -325,13 +368,20 @@ func checkFetchURL(s string) error {
 
 // schemeProblem says what is wrong with u's scheme for a fetch, or "":
 // https, or http to a loopback host only.
-func schemeProblem(u *url.URL) string {
+func schemeProblem(u *url.URL) string { return schemeProblemOf(u, "") }
+
+// schemeProblemOf is schemeProblem worded for what the URL is for: an
+// introspection endpoint receives tokens and usher's credentials.
+func schemeProblemOf(u *url.URL, what string) string {
 	switch u.Scheme {
 	case "https":
 		return ""
 	case "http":
 		if isLoopbackHost(u.Hostname()) {
 			return ""
+		}
+		if strings.HasPrefix(what, "introspection") {
+			return "uses plain http: tokens and usher's client credentials would travel without TLS; use https (http is allowed for loopback only)"
 		}
 		return "uses plain http: keys fetched without TLS can be replaced in transit; use https (http is allowed for loopback only)"
 	}

@@ -33,6 +33,10 @@ type parsedToken struct {
 
 	payload map[string]any
 	claims  tokenClaims
+
+	// opaque: no JWS but an introspection answer, whose members payload
+	// and claims hold (no header, no signature).
+	opaque bool
 }
 
 // tokenClaims are the registered claims, type-checked.
@@ -196,17 +200,10 @@ var opaquePrefixes = []struct{ prefix, what string }{
 // "ory_at_<key>.<signature>". A JWS mangled in transit (a quote, a space, a
 // lost segment, a "Bearer" without its space) is not opaque: nil.
 func opaque(tok string) *malformed {
-	first, _, _ := strings.Cut(tok, ".")
-	if first == "" || joseHeader(first) || len(tok) >= 6 && strings.EqualFold(tok[:6], "bearer") {
+	if !isOpaque(tok) {
 		return nil
 	}
-	body := strings.TrimRight(tok, "=")
-	dots := strings.Count(body, ".")
-	if body == "" || dots == 4 || strings.ContainsFunc(body, func(r rune) bool {
-		return !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("-._~+/", r))
-	}) {
-		return nil
-	}
+	dots := strings.Count(strings.TrimRight(tok, "="), ".")
 	m := bad(malformedOpaque, "token", "not a JWT: %d characters without a dot, the form of an opaque (reference) token", len(tok))
 	if dots > 0 {
 		m = bad(malformedOpaque, "token", "not a JWT: %d segments whose first is not a base64url JSON header, the form of an opaque (reference) token", dots+1)
@@ -219,14 +216,75 @@ func opaque(tok string) *malformed {
 	return m
 }
 
-// joseHeader reports whether a (non-empty) segment begins as the base64url
-// of a JSON object does, with '{'.
-func joseHeader(seg string) bool {
-	if len(seg) < 4 {
-		return seg[0] == 'e'
+// opaqueShape reports whether a token goes to introspection: it is not the
+// compact JWS shape (three dot-separated base64url segments), not the five
+// segments of a JWE, and not evidently a JWS damaged in transit (see
+// mangledJWS), which belongs to the issuer its payload names and must not be
+// sent to another one's introspection endpoint.
+func opaqueShape(tok string) bool {
+	if tok == "" || len(tok) >= 6 && strings.EqualFold(tok[:6], "bearer") {
+		return false
 	}
-	b, err := base64.RawURLEncoding.DecodeString(seg[:4])
-	return err == nil && b[0] == '{'
+	dots, plain := 0, true
+	for i := 0; i < len(tok); i++ {
+		switch c := tok[i]; {
+		case c == '.':
+			dots++
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			plain = false
+		}
+	}
+	if dots == 4 || plain && dots == 2 {
+		return false
+	}
+	return !mangledJWS(tok)
+}
+
+// mangledJWS reports whether tok evidently is a JWS damaged in transit (a
+// lost or extra segment, quotes, white space, a lone header): its first
+// segment, past any leading quotes or white space, is base64url that decodes
+// to a JSON object ('{'). A token without a dot must be a whole header, a JSON
+// object with an "alg" member: a random opaque token begins with "ey" once in
+// 256 and is not mistaken for one.
+func mangledJWS(tok string) bool {
+	first, _, dotted := strings.Cut(strings.TrimLeft(tok, "\"' \t"), ".")
+	if first == "" {
+		return false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(first, "="))
+	if err != nil || len(b) == 0 || b[0] != '{' {
+		return false
+	}
+	if dotted {
+		return true
+	}
+	h, err := strictjson.ParseObject(b)
+	if err != nil {
+		return false
+	}
+	_, ok := h["alg"]
+	return ok
+}
+
+// isOpaque reports whether tok has the form of an opaque token (see
+// opaque), without saying why.
+func isOpaque(tok string) bool {
+	first, _, _ := strings.Cut(tok, ".")
+	if first == "" || mangledJWS(tok) || len(tok) >= 6 && strings.EqualFold(tok[:6], "bearer") {
+		return false
+	}
+	body := strings.TrimRight(tok, "=")
+	if body == "" || strings.Count(body, ".") == 4 {
+		return false
+	}
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // b64 decodes canonical unpadded base64url: no padding, no '+/', no

@@ -25,6 +25,9 @@ type Validator struct {
 	log       *slog.Logger
 	cache     *verifiedCache // nil when turned off
 	observer  Observer       // nil without WithObserver
+
+	introspecting []*issuerKeys // issuers with introspection, in config order; nil when none
+	answers       *answerCache  // introspection answers; nil when caches are off or no issuer introspects
 }
 
 // NewValidator builds the engine from a configuration (validated here) and
@@ -69,11 +72,17 @@ func NewValidator(ctx context.Context, cfg *Config, opts ...Option) (*Validator,
 		}
 		v.issuers[ic.Issuer] = ik
 		v.order = append(v.order, ik)
+		if ik.intro != nil {
+			v.introspecting = append(v.introspecting, ik)
+		}
 		for _, a := range ic.Algorithms {
 			if !slices.Contains(v.allAlgs, a) {
 				v.allAlgs = append(v.allAlgs, a)
 			}
 		}
+	}
+	if v.introspecting != nil && cfg.CacheMaxEntries > 0 {
+		v.answers = newAnswerCache(cfg.CacheMaxEntries, cfg.CacheMaxBytes)
 	}
 	return v, nil
 }
@@ -142,6 +151,9 @@ func (v *Validator) event(verdict *Verdict, ik *issuerKeys, audience string, too
 // validate is Validate; it also names the issuer once it is known.
 func (v *Validator) validate(ctx context.Context, token, audience string, scopes []string) (Verdict, *issuerKeys) {
 	tok := v.clean(token)
+	if v.introspecting != nil && len(tok) <= v.maxBytes && opaqueShape(tok) {
+		return v.validateOpaque(ctx, tok, audience, scopes)
+	}
 	if v.cache == nil || len(tok) > v.maxBytes { // an oversized token is refused unhashed
 		t, ik, _, fail := v.verify(ctx, tok)
 		if fail != nil {
@@ -177,6 +189,15 @@ func (v *Validator) CacheStats() CacheStats {
 	return v.cache.stats()
 }
 
+// IntrospectionCacheStats reports the introspection cache's counters (zero
+// when off or when no issuer has introspection).
+func (v *Validator) IntrospectionCacheStats() CacheStats {
+	if v.answers == nil {
+		return CacheStats{}
+	}
+	return v.answers.stats()
+}
+
 // verdict runs the checks after the signature on a verified token.
 func (v *Validator) verdict(ik *issuerKeys, t *parsedToken, claims *Claims, audience string, scopes []string) Verdict {
 	verdict := Verdict{Reason: ReasonValid, Message: "token is valid", Claims: claims}
@@ -191,9 +212,15 @@ func (v *Validator) verdict(ik *issuerKeys, t *parsedToken, claims *Claims, audi
 // Inspect decodes any token and says whether a trusted key verifies it and
 // which registered audiences would accept it. Claims of a token whose
 // signature did not verify are reported but never matched to an audience.
+// An opaque token of an issuer with introspection is shown as its issuer
+// answers for it: its claims, and Signature VALID when the issuer says it
+// is active (INACTIVE, ISSUER_UNAVAILABLE… when not).
 func (v *Validator) Inspect(ctx context.Context, token string) Inspection {
 	tok := v.clean(token)
 	t, m := parseCompact(tok, v.maxBytes)
+	if v.introspecting != nil && len(tok) <= v.maxBytes && opaqueShape(tok) {
+		return v.inspectOpaque(ctx, tok)
+	}
 	if m != nil {
 		f := malformedVerdict(m)
 		return Inspection{Signature: ReasonMalformed, Message: f.Message, Hint: f.Hint}
@@ -205,14 +232,21 @@ func (v *Validator) Inspect(ctx context.Context, token string) Inspection {
 		return in
 	}
 	in.Signature = ReasonValid
+	in.Message = fmt.Sprintf("signature verified with key %q of %s", vt.kid, ik.cfg.Issuer)
+	if key.kid == "" { // neither the token nor the key has one
+		in.Message = fmt.Sprintf("signature verified with %s of %s", onlyKey(vt.alg, key), ik.cfg.Issuer)
+	}
+	v.acceptedBy(&in, ik, vt)
+	return in
+}
+
+// acceptedBy fills in the registered audiences that accept a verified (or
+// active) token, and says so in the message.
+func (v *Validator) acceptedBy(in *Inspection, ik *issuerKeys, vt *parsedToken) {
 	for _, a := range v.audiences {
 		if len(v.checkClaims(ik, vt, a.Audience, nil)) == 0 {
 			in.Audiences = append(in.Audiences, a)
 		}
-	}
-	in.Message = fmt.Sprintf("signature verified with key %q of %s", vt.kid, ik.cfg.Issuer)
-	if key.kid == "" { // neither the token nor the key has one
-		in.Message = fmt.Sprintf("signature verified with %s of %s", onlyKey(vt.alg, key), ik.cfg.Issuer)
 	}
 	switch {
 	case len(in.Audiences) > 0:
@@ -224,7 +258,6 @@ func (v *Validator) Inspect(ctx context.Context, token string) Inspection {
 			in.Message += " (" + viol[0].Message + ")"
 		}
 	}
-	return in
 }
 
 // maxWrapperBytes is the room left beyond max_token_bytes for a "Bearer "
@@ -266,9 +299,15 @@ func (v *Validator) verify(ctx context.Context, tok string) (*parsedToken, *issu
 	if ik == nil {
 		return nil, nil, nil, v.untrustedIssuerVerdict(t)
 	}
+	if ik.keyless.Load() {
+		return nil, ik, nil, noKeySetVerdict(t, ik)
+	}
 	ks, mark := ik.keys(), ik.tokenRefetchMark()
 	if ks == nil || ik.stale(ks) {
 		ik.refreshForToken(ctx)
+		if ik.keyless.Load() { // discovery found no jwks_uri just now
+			return nil, ik, nil, noKeySetVerdict(t, ik)
+		}
 		if ks = ik.keys(); ks == nil || ik.stale(ks) {
 			return nil, ik, nil, keysUnavailableVerdict(ik, ks)
 		}
@@ -342,7 +381,12 @@ func (v *Validator) checkClaims(ik *issuerKeys, t *parsedToken, audience string,
 	now := v.now()
 	leeway := cfg.Leeway
 
-	if cfg.TokenType != "" && !sameMediaType(t.typ, cfg.TokenType) {
+	switch {
+	case t.opaque: // typ is a JWT header; an introspection answer says itself what it is
+		if vi, ok := refreshTokenViolation(t); ok {
+			out = append(out, vi)
+		}
+	case cfg.TokenType != "" && !sameMediaType(t.typ, cfg.TokenType):
 		out = append(out, wrongTypeViolation(t, cfg.TokenType))
 	}
 	if c.hasExp {
@@ -363,7 +407,7 @@ func (v *Validator) checkClaims(ik *issuerKeys, t *parsedToken, audience string,
 	}
 	for _, name := range cfg.RequiredClaims {
 		if _, ok := t.payload[name]; !ok {
-			out = append(out, missingClaimViolation(name, ik.cfg.Issuer))
+			out = append(out, missingClaimViolation(name, ik.cfg.Issuer, t.opaque))
 		}
 	}
 	auds := t.audiences(cfg.AudienceClaims)

@@ -163,4 +163,17 @@ type IssuerStatus struct {
 	Stale bool
 	// Fetches and Failures count key set fetches since this validator started.
 	Fetches, Failures uint64
+	// Introspection: the issuer's opaque tokens are answered through its
+	// introspection endpoint.
+	Introspection bool
+	// IntrospectionEndpoint is that endpoint, from the configuration or the
+	// discovery document; "" while it is not known.
+	IntrospectionEndpoint string
+	// IntrospectionError is the last introspection call's failure (empty
+	// after an answer), or why the endpoint is not known.
+	IntrospectionError string
+	// OpaqueOnly: usher holds no key set for the issuer and answers only
+	// its opaque tokens (its configuration gives none, or its discovery
+	// document names no jwks_uri).
+	OpaqueOnly bool
 }

@@ -143,8 +143,8 @@ func checkConfigRules(t *testing.T, cfg *config.Config) {
 		if is.JWKSFile != "" {
 			sources++
 		}
-		if sources != 1 {
-			t.Fatalf("issuers[%d] has %d key sources", i, sources)
+		if sources > 1 || sources == 0 && is.Introspection == nil {
+			t.Fatalf("issuers[%d] has %d key sources and introspection %v", i, sources, is.Introspection != nil)
 		}
 		if len(is.Algorithms) == 0 {
 			t.Fatalf("issuers[%d] has no algorithms", i)

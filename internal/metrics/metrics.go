@@ -23,6 +23,12 @@ type Metrics struct {
 	verdicts   *prometheus.CounterVec
 	latency    prometheus.Histogram
 	mismatches *prometheus.CounterVec
+
+	introCalls   *prometheus.CounterVec
+	introLatency *prometheus.HistogramVec
+	introHits    *prometheus.CounterVec
+	introMisses  *prometheus.CounterVec
+	introShed    *prometheus.CounterVec
 }
 
 // New registers usher's verdict metrics on reg:
@@ -30,9 +36,16 @@ type Metrics struct {
 //	usher_verdicts_total{reason, issuer, audience}
 //	usher_validation_seconds
 //	usher_audience_mismatches_total{expected, actual}   "top audience mismatches"
+//	usher_introspection_calls_total{issuer, outcome}   opaque tokens: calls to introspection endpoints
+//	usher_introspection_seconds{issuer}
+//	usher_introspection_cache_hits_total{issuer}
+//	usher_introspection_cache_misses_total{issuer}
+//	usher_introspection_shed_total{issuer}              misses turned away at once (too many waiting)
 //
 // issuer is a configured issuer or "other"; audiences are registered
-// audiences or "other".
+// audiences or "other"; outcome is one of service's IntrospectionOutcome
+// values (active, inactive, unreachable, timeout, server_error,
+// unauthorized, bad_request, unusable).
 func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -49,11 +62,59 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "AUDIENCE_MISMATCH verdicts by expected audience and the token's audience, both registered audiences or \"other\": which API's tokens are sent where.",
 		}, []string{"expected", "actual"}),
 	}
-	reg.MustRegister(m.verdicts, m.latency, m.mismatches)
+	m.newIntrospection()
+	reg.MustRegister(m.verdicts, m.latency, m.mismatches, m.introCalls, m.introLatency, m.introHits, m.introMisses, m.introShed)
 	return m
 }
 
-var _ service.Observer = (*Metrics)(nil)
+func (m *Metrics) newIntrospection() {
+	m.introCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usher_introspection_calls_total",
+		Help: "Calls to issuers' introspection endpoints (opaque tokens, RFC 7662) by configured issuer and outcome.",
+	}, []string{"issuer", "outcome"})
+	m.introLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "usher_introspection_seconds",
+		Help:    "Time of one call to an issuer's introspection endpoint, by configured issuer.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"issuer"})
+	m.introHits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usher_introspection_cache_hits_total",
+		Help: "Opaque tokens answered from the introspection cache, by configured issuer.",
+	}, []string{"issuer"})
+	m.introMisses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usher_introspection_cache_misses_total",
+		Help: "Opaque tokens not in the introspection cache (a call of their own, a shared call, or turned away), by configured issuer.",
+	}, []string{"issuer"})
+	m.introShed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "usher_introspection_shed_total",
+		Help: "Opaque tokens answered ISSUER_UNAVAILABLE at once because too many calls already wait for the issuer's introspection endpoint.",
+	}, []string{"issuer"})
+}
+
+var (
+	_ service.Observer              = (*Metrics)(nil)
+	_ service.IntrospectionObserver = (*Metrics)(nil)
+)
+
+// ObserveIntrospection implements service.IntrospectionObserver.
+func (m *Metrics) ObserveIntrospection(ev service.IntrospectionEvent) {
+	iss := orOther(ev.Issuer)
+	m.introCalls.WithLabelValues(iss, string(ev.Outcome)).Inc()
+	m.introLatency.WithLabelValues(iss).Observe(ev.Took.Seconds())
+}
+
+// ObserveIntrospectionLookup implements service.IntrospectionObserver.
+func (m *Metrics) ObserveIntrospectionLookup(ev service.IntrospectionLookup) {
+	iss := orOther(ev.Issuer)
+	if ev.Hit {
+		m.introHits.WithLabelValues(iss).Inc()
+		return
+	}
+	m.introMisses.WithLabelValues(iss).Inc()
+	if ev.Shed {
+		m.introShed.WithLabelValues(iss).Inc()
+	}
+}
 
 // ObserveVerdict implements service.Observer.
 func (m *Metrics) ObserveVerdict(ev service.VerdictEvent) {

@@ -662,6 +662,9 @@ type InspectTokenResponse struct {
 	// The claims, decoded even when the signature did not verify.
 	Claims *Claims `protobuf:"bytes,2,opt,name=claims,proto3" json:"claims,omitempty"`
 	// REASON_VALID when a trusted key verifies the signature, else why not.
+	// An opaque token has no signature: REASON_VALID when its issuer's
+	// introspection endpoint says it is active (the claims are its answer),
+	// else REASON_INACTIVE, REASON_ISSUER_UNAVAILABLE or why it was not asked.
 	Signature Reason `protobuf:"varint,3,opt,name=signature,proto3,enum=usher.v1.Reason" json:"signature,omitempty"`
 	// The registered audiences this token would be accepted by.
 	Audiences []*KnownAudience `protobuf:"bytes,4,rep,name=audiences,proto3" json:"audiences,omitempty"`
@@ -899,9 +902,16 @@ type IssuerStatus struct {
 	// The last fetch error, empty when the last fetch succeeded.
 	LastError string `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// When the next scheduled refresh is due.
-	NextRefresh   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=next_refresh,json=nextRefresh,proto3" json:"next_refresh,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NextRefresh *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=next_refresh,json=nextRefresh,proto3" json:"next_refresh,omitempty"`
+	// The RFC 7662 introspection endpoint that answers the issuer's opaque
+	// tokens, from the configuration or the discovery document; empty without
+	// introspection, or while discovery has not given it.
+	IntrospectionEndpoint string `protobuf:"bytes,8,opt,name=introspection_endpoint,json=introspectionEndpoint,proto3" json:"introspection_endpoint,omitempty"`
+	// The last introspection failure (empty after an answer), or why the
+	// endpoint is not known.
+	IntrospectionLastError string `protobuf:"bytes,9,opt,name=introspection_last_error,json=introspectionLastError,proto3" json:"introspection_last_error,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *IssuerStatus) Reset() {
@@ -983,6 +993,20 @@ func (x *IssuerStatus) GetNextRefresh() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *IssuerStatus) GetIntrospectionEndpoint() string {
+	if x != nil {
+		return x.IntrospectionEndpoint
+	}
+	return ""
+}
+
+func (x *IssuerStatus) GetIntrospectionLastError() string {
+	if x != nil {
+		return x.IntrospectionLastError
+	}
+	return ""
+}
+
 var File_usher_v1_usher_proto protoreflect.FileDescriptor
 
 const file_usher_v1_usher_proto_rawDesc = "" +
@@ -1043,7 +1067,7 @@ const file_usher_v1_usher_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x14\n" +
 	"\x12ListIssuersRequest\"G\n" +
 	"\x13ListIssuersResponse\x120\n" +
-	"\aissuers\x18\x01 \x03(\v2\x16.usher.v1.IssuerStatusR\aissuers\"\x97\x02\n" +
+	"\aissuers\x18\x01 \x03(\v2\x16.usher.v1.IssuerStatusR\aissuers\"\x88\x03\n" +
 	"\fIssuerStatus\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x19\n" +
 	"\bjwks_uri\x18\x02 \x01(\tR\ajwksUri\x12\x17\n" +
@@ -1054,7 +1078,9 @@ const file_usher_v1_usher_proto_rawDesc = "" +
 	"\flast_refresh\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastRefresh\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12=\n" +
-	"\fnext_refresh\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vnextRefresh*\xb0\x03\n" +
+	"\fnext_refresh\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vnextRefresh\x125\n" +
+	"\x16introspection_endpoint\x18\b \x01(\tR\x15introspectionEndpoint\x128\n" +
+	"\x18introspection_last_error\x18\t \x01(\tR\x16introspectionLastError*\xb0\x03\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fREASON_VALID\x10\x01\x12\x14\n" +
