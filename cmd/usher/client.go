@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/usher-dev/usher/internal/config"
 	"github.com/usher-dev/usher/internal/devissuer"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 )
@@ -245,6 +246,7 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(&scopes, "scope", "a scope to grant (repeatable)")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime; negative mints an already expired token")
 	kid := fs.String("kid", "", "signing key id (dev-rs256, dev-es256, dev-eddsa; any other kid signs with a key the issuer does not publish)")
+	opaque := fs.Bool("opaque", false, "an opaque token (usher asks the issuer about it by introspection) instead of a JWT")
 	issuer := fs.String("issuer", "", "dev issuer URL (default: asked from the usher at --addr)")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
@@ -252,16 +254,12 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *audience == "" {
 		return usageError{"mint: --audience is required, e.g. --audience api/users"}
 	}
+	if *opaque && *kid != "" {
+		return usageError{"mint: --kid picks a signing key, but an opaque token is not signed: drop --kid or --opaque"}
+	}
 	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
-	iss := *issuer
-	if iss == "" {
-		var err error
-		if iss, err = findDevIssuer(ctx, &cf); err != nil {
-			return err
-		}
-	}
-	tokenURL, err := tokenEndpoint(ctx, iss)
+	tokenURL, err := devEndpoint(ctx, &cf, *issuer, "token_endpoint", "mint")
 	if err != nil {
 		return err
 	}
@@ -272,12 +270,13 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *kid != "" {
 		form.Set("kid", *kid)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
+	if *opaque {
+		form.Set("token_format", "opaque")
+	}
+	req, err := devClientPost(ctx, tokenURL, form)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(devissuer.ClientID, devissuer.ClientSecret)
 	var out struct {
 		AccessToken string `json:"access_token"`
 		Error       string `json:"error"`
@@ -293,8 +292,128 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return err
 }
 
+// runRevoke revokes a token at the running usher dev's issuer (RFC 7009).
+func runRevoke(ctx context.Context, args []string, stdin io.Reader, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("usher revoke", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	fs.StringVar(&cf.addr, "addr", "127.0.0.1:50051", "address of the running usher dev, asked for its issuer")
+	fs.DurationVar(&cf.timeout, "timeout", 5*time.Second, "deadline of the whole command")
+	issuer := fs.String("issuer", "", "dev issuer URL, on loopback (default: asked from the usher at --addr)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	tok, err := readToken(pos, stdin)
+	if err != nil {
+		return err
+	}
+	if scheme, rest, ok := strings.Cut(tok, " "); ok && strings.EqualFold(scheme, "Bearer") {
+		tok = strings.TrimSpace(rest)
+	}
+	switch {
+	case tok == "":
+		return usageError{"revoke: the TOKEN is empty"}
+	case strings.Count(tok, ".") == 2:
+		return errors.New("revoke: this token is a JWT: usher checks a JWT with the issuer's published keys and never asks the issuer, so revoking it would change nothing; it stays valid until its exp. Revocation works on opaque tokens: usher mint --opaque --audience api/users")
+	}
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	revokeURL, err := devEndpoint(ctx, &cf, *issuer, "revocation_endpoint", "revoke")
+	if err != nil {
+		return err
+	}
+	req, err := devClientPost(ctx, revokeURL, url.Values{"token": {tok}, "token_type_hint": {"access_token"}})
+	if err != nil {
+		return err
+	}
+	if err := postNoRedirect(req); err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	fmt.Fprintf(stderr, "usher revoke: revoked at %s; a usher that holds an active answer for it says INACTIVE once its introspection cache_ttl has passed (%s in usher dev)\n", printable(revokeURL), devCacheTTL)
+	return nil
+}
+
+// devEndpoint is an endpoint of the dev issuer (issuer, or the loopback
+// issuer the usher at cf.addr trusts) read from its discovery document
+// under field. The issuer and the endpoint must be on loopback: these are
+// dev tools, and they send the dev client's secret and tokens there.
+func devEndpoint(ctx context.Context, cf *clientFlags, issuer, field, cmd string) (string, error) {
+	if issuer == "" {
+		var err error
+		if issuer, err = findDevIssuer(ctx, cf, cmd); err != nil {
+			return "", err
+		}
+	}
+	if err := devLoopback(cmd, "issuer", issuer); err != nil {
+		return "", err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(issuer, "/")+"/.well-known/openid-configuration", nil)
+	if err != nil {
+		return "", fmt.Errorf("%s: issuer %q: %w", cmd, printable(issuer), err)
+	}
+	var doc map[string]any
+	if err := getJSON(req, &doc); err != nil {
+		return "", fmt.Errorf("%s: discovery: %w", cmd, err)
+	}
+	endpoint, _ := doc[field].(string)
+	if endpoint == "" {
+		return "", fmt.Errorf("%s: issuer %s has no %s in its discovery document", cmd, printable(issuer), field)
+	}
+	if err := devLoopback(cmd, field, endpoint); err != nil {
+		return "", err
+	}
+	return endpoint, nil
+}
+
+// devLoopback refuses a URL that is not http(s) on a loopback address.
+func devLoopback(cmd, what, raw string) error {
+	u, err := url.Parse(raw)
+	if err == nil && (u.Scheme == "http" || u.Scheme == "https") && config.IsLoopback(u.Hostname()) {
+		return nil
+	}
+	return fmt.Errorf("%s: the %s %s is not an http(s) URL on loopback: usher %s is a dev tool for the issuer of `usher dev` and sends nothing elsewhere; use your identity provider's own tools for a real issuer", cmd, what, printable(raw), cmd)
+}
+
+// devClientPost is a form POST authenticated as the dev client with
+// client_secret_basic: id and secret form-urlencoded before base64 (RFC
+// 6749 §2.3.1).
+func devClientPost(ctx context.Context, u string, form url.Values) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", printable(u), err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(devissuer.ClientID), url.QueryEscape(devissuer.ClientSecret))
+	return req, nil
+}
+
+// postNoRedirect sends req, which carries a token, without following any
+// redirect, and wants 200; otherwise it says what the server answered.
+func postNoRedirect(req *http.Request) error {
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return printableError{err}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return printableError{err}
+	}
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	var oauth struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	_ = json.Unmarshal(body, &oauth)
+	return fmt.Errorf("%s answered HTTP %d %s: %s", printable(req.URL.String()), resp.StatusCode, printable(oauth.Error), printable(oauth.Description))
+}
+
 // findDevIssuer asks usher which issuers it trusts and takes the one on loopback.
-func findDevIssuer(ctx context.Context, cf *clientFlags) (string, error) {
+func findDevIssuer(ctx context.Context, cf *clientFlags, cmd string) (string, error) {
 	var resp *usherv1.ListIssuersResponse
 	err := cf.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
 		resp, err = usherv1.NewTokenServiceClient(conn).ListIssuers(ctx, &usherv1.ListIssuersRequest{})
@@ -310,24 +429,7 @@ func findDevIssuer(ctx context.Context, cf *clientFlags) (string, error) {
 			}
 		}
 	}
-	return "", errors.New("mint: the usher at " + cf.addr + " trusts no dev issuer on loopback; mint works with `usher dev` (or pass --issuer URL)")
-}
-
-func tokenEndpoint(ctx context.Context, issuer string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(issuer, "/")+"/.well-known/openid-configuration", nil)
-	if err != nil {
-		return "", fmt.Errorf("mint: issuer %q: %w", issuer, err)
-	}
-	var doc struct {
-		TokenEndpoint string `json:"token_endpoint"`
-	}
-	if err := getJSON(req, &doc); err != nil {
-		return "", fmt.Errorf("mint: discovery: %w", err)
-	}
-	if doc.TokenEndpoint == "" {
-		return "", fmt.Errorf("mint: issuer %s has no token_endpoint", printable(issuer))
-	}
-	return doc.TokenEndpoint, nil
+	return "", fmt.Errorf("%s: the usher at %s trusts no dev issuer on loopback; %s works with `usher dev` (or pass --issuer URL)", cmd, cf.addr, cmd)
 }
 
 func getJSON(req *http.Request, dst any) error {

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -20,6 +22,12 @@ const (
 	grpcurlCmd = "go run github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4"
 	ghzCmd     = "go run github.com/bojand/ghz/cmd/ghz@v0.93.0"
 )
+
+// devCacheTTL is the introspection cache_ttl of usher dev: the longest a
+// revoked opaque token is still answered VALID. Short, so that the demo shows
+// revocation within seconds; a real deployment weighs it against the load on
+// its issuer's introspection endpoint.
+const devCacheTTL = 5 * time.Second
 
 // devAPIs are the two APIs of the article: a token for one is not a token for the other.
 var devAPIs = []service.KnownAudience{
@@ -51,20 +59,64 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer iss.Close()
-	cfg := &config.Config{
-		Listen: *listen,
+	secretFile, err := writeDevSecret()
+	if err != nil {
+		return err
+	}
+	defer os.Remove(secretFile)
+	cfg := devConfig(*listen, iss, secretFile)
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	tokens, err := devTokens(iss)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, serveOptions{cfg: cfg, log: log, ready: func(addr string) {
+		printDevBanner(stdout, addr, iss, tokens)
+	}})
+}
+
+// devConfig trusts the dev issuer for JWTs (keys through discovery) and for
+// its opaque tokens (introspection_endpoint through discovery).
+func devConfig(listen string, iss *devissuer.Issuer, secretFile string) *config.Config {
+	return &config.Config{
+		Listen: listen,
 		Engine: service.Config{
 			Issuers: []service.IssuerConfig{{
 				Issuer:    iss.URL(),
 				Discovery: true,
 				TokenType: "at+jwt",
+				Introspection: &service.IntrospectionConfig{
+					ClientID:         devissuer.ClientID,
+					ClientSecretFile: secretFile,
+					TokenPrefixes:    []string{devissuer.OpaquePrefix},
+					CacheTTL:         devCacheTTL,
+				},
 			}},
 			Audiences: devAPIs,
 		},
 	}
-	if err := cfg.Validate(); err != nil {
-		return err
+}
+
+// writeDevSecret puts the dev client's secret in a new 0600 file, as
+// client_secret_file takes a file only; the caller removes it.
+func writeDevSecret() (string, error) {
+	f, err := os.CreateTemp("", "usher-dev-introspection-*.secret")
+	if err != nil {
+		return "", fmt.Errorf("dev: the introspection client secret file: %w", err)
 	}
+	_, werr := f.WriteString(devissuer.ClientSecret)
+	if err := errors.Join(werr, f.Chmod(0o600), f.Close()); err != nil {
+		_ = os.Remove(f.Name())
+		return "", fmt.Errorf("dev: the introspection client secret file: %w", err)
+	}
+	return f.Name(), nil
+}
+
+// devTokens are the banner's tokens: a JWT per API, keyed by audience, and
+// an opaque token for api/users under "opaque".
+func devTokens(iss *devissuer.Issuer) (map[string]string, error) {
 	tokens := map[string]string{}
 	for _, api := range devAPIs {
 		tok, err := iss.Mint(devissuer.MintRequest{
@@ -73,13 +125,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			TTL:      12 * time.Hour,
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		tokens[api.Audience] = tok
 	}
-	return serve(ctx, serveOptions{cfg: cfg, log: log, ready: func(addr string) {
-		printDevBanner(stdout, addr, iss, tokens)
-	}})
+	tok, err := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}, Scopes: []string{"users.read"}, TTL: 12 * time.Hour, Opaque: true})
+	if err != nil {
+		return nil, err
+	}
+	tokens["opaque"] = tok
+	return tokens, nil
 }
 
 func requireLoopback(flagName, addr string) error {
@@ -94,7 +149,7 @@ func requireLoopback(flagName, addr string) error {
 }
 
 func printDevBanner(w io.Writer, addr string, iss *devissuer.Issuer, tokens map[string]string) {
-	users, invoices := tokens["api/users"], tokens["api/invoices"]
+	users, invoices, opaque := tokens["api/users"], tokens["api/invoices"], tokens["opaque"]
 	req := func(tok, aud string) string {
 		b, _ := json.Marshal(map[string]string{"token": tok, "expected_audience": aud})
 		return "'" + string(b) + "'"
@@ -102,7 +157,8 @@ func printDevBanner(w io.Writer, addr string, iss *devissuer.Issuer, tokens map[
 	fmt.Fprintf(w, `usher dev: a development issuer and a validator that trusts it, on loopback only (not for production)
 
   gRPC     %s   (usher.v1.TokenService, health, reflection)
-  issuer   %s   (OIDC discovery, JWKS, client-credentials token endpoint)
+  issuer   %s   (OIDC discovery, JWKS, client-credentials token endpoint,
+           introspection and revocation of opaque tokens)
   APIs     api/users (Users API), api/invoices (Invoices API)
 
 Token for api/users (Users API), valid 12h:
@@ -117,14 +173,24 @@ VALID: the Users token at the Users API
 AUDIENCE_MISMATCH: the Users token at the Invoices API (the article's bug)
   %s -plaintext -d %s %s usher.v1.TokenService/ValidateToken
 
+Opaque token for api/users (Users API), valid 12h: the issuer keeps its claims and usher asks it (RFC 7662 introspection):
+%s
+
+VALID: the opaque token at the Users API (at the Invoices API: AUDIENCE_MISMATCH, as for a JWT)
+  %s -plaintext -d %s %s usher.v1.TokenService/ValidateToken
+
+Revoke it (RFC 7009): usher answers INACTIVE within %s, its introspection cache_ttl
+  usher revoke %s
+
 Load test with ghz
   %s --insecure --call usher.v1.TokenService/ValidateToken -d %s -n 20000 -c 50 %s
 
-More tokens:  usher mint --audience api/invoices --scope invoices.read
+More tokens:  usher mint --audience api/invoices --scope invoices.read   (--opaque for an opaque one)
 Check one:    usher validate --audience api/invoices TOKEN
 Ctrl-C stops.
 `, addr, iss.URL(), users, invoices,
 		grpcurlCmd, req(users, "api/users"), addr,
 		grpcurlCmd, req(users, "api/invoices"), addr,
+		opaque, grpcurlCmd, req(opaque, "api/users"), addr, devCacheTTL, opaque,
 		ghzCmd, req(users, "api/users"), addr)
 }

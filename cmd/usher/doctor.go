@@ -89,12 +89,24 @@ func remoteChecks(ctx context.Context, cf *clientFlags) []service.Check {
 
 func issuerChecks(is *usherv1.IssuerStatus, now time.Time) []service.Check {
 	subject := "issuer " + is.GetIssuer()
+	var out []service.Check
+	if ep := is.GetIntrospectionEndpoint(); ep != "" {
+		c := service.Check{Subject: subject, Name: "introspection", OK: is.GetIntrospectionLastError() == "", Detail: "opaque tokens answered by " + ep}
+		if !c.OK {
+			c.Detail += "; last error: " + is.GetIntrospectionLastError()
+			c.Fix = "check that usher can reach the endpoint and that its client_id and client_secret_file are right (`usher doctor --config`)"
+		}
+		out = append(out, c)
+		if is.GetJwksUri() == "" && len(is.GetKeyIds()) == 0 {
+			return out // an issuer of opaque tokens only holds no keys
+		}
+	}
 	if len(is.GetKeyIds()) == 0 {
-		return []service.Check{{Subject: subject, Name: "keys held", Detail: "none; last error: " + is.GetLastError(),
-			Fix: "usher cannot fetch " + is.GetJwksUri() + ": run `usher doctor --config` with usher's config from where usher runs"}}
+		return append(out, service.Check{Subject: subject, Name: "keys held", Detail: "none; last error: " + is.GetLastError(),
+			Fix: "usher cannot fetch " + is.GetJwksUri() + ": run `usher doctor --config` with usher's config from where usher runs"})
 	}
 	fetched := "at " + when(is.GetLastRefresh(), now)
-	out := []service.Check{{Subject: subject, Name: "keys held", OK: true, Detail: strings.Join(is.GetKeyIds(), ", ") + " fetched " + fetched + " from " + is.GetJwksUri()}}
+	out = append(out, service.Check{Subject: subject, Name: "keys held", OK: true, Detail: strings.Join(is.GetKeyIds(), ", ") + " fetched " + fetched + " from " + is.GetJwksUri()})
 	if e := is.GetLastError(); e != "" {
 		out = append(out, service.Check{Subject: subject, Name: "latest fetch", Detail: e,
 			Fix: "usher still serves the last good set; check that the issuer's key set is reachable from usher"})

@@ -2,8 +2,9 @@
 //
 //	usher serve --config FILE                   serve usher.v1.TokenService with the given config
 //	usher dev [--listen 127.0.0.1:50051]        embedded dev issuer and validator on loopback, no config
-//	usher mint --audience A [--scope S]... [--ttl D] [--kid K]
+//	usher mint --audience A [--scope S]... [--ttl D] [--kid K] [--opaque]
 //	                                            a dev token from the running usher dev (stdout alone)
+//	usher revoke TOKEN                          revoke an opaque dev token at the running usher dev's issuer
 //	usher validate --audience A [--scope S]... TOKEN
 //	                                            ask a running usher; exit 0 only when valid
 //	usher inspect TOKEN                         decode a token and show what usher makes of it
@@ -88,10 +89,11 @@ var commands = []command{
 		func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			return runDev(ctx, args, stdout, stderr)
 		}},
-	{"mint", "usher mint --audience A [--scope S]... [--ttl D] [--kid K]", "a dev token from the running usher dev (stdout alone)",
+	{"mint", "usher mint --audience A [--scope S]... [--ttl D] [--kid K] [--opaque]", "a dev token from the running usher dev (stdout alone)",
 		func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			return runMint(ctx, args, stdout, stderr)
 		}},
+	{"revoke", "usher revoke TOKEN", "revoke an opaque dev token at the running usher dev's issuer", runRevoke},
 	{"validate", "usher validate --audience A [--scope S]... TOKEN", "ask a running usher; exit 0 only when valid", runValidate},
 	{"inspect", "usher inspect TOKEN", "decode a token and show what usher makes of it", runInspect},
 	{"doctor", "usher doctor --config FILE | --addr ADDR", "check issuers, keys and audiences for real; exit 1 on a problem",

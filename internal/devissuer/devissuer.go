@@ -48,6 +48,20 @@ type Issuer struct {
 	keys     map[string]signingKey
 	jwks     []byte
 	now      func() time.Time
+	opaque   opaqueStore
+}
+
+// Option configures New.
+type Option func(*Issuer)
+
+// WithClock sets the clock tokens are issued by and introspection answers
+// (default time.Now); tests move it to expire opaque tokens without waiting.
+func WithClock(now func() time.Time) Option {
+	return func(i *Issuer) {
+		if now != nil {
+			i.now = now
+		}
+	}
 }
 
 type signingKey struct {
@@ -58,7 +72,7 @@ type signingKey struct {
 // New generates fresh keys and serves on addr ("127.0.0.1:0" when empty),
 // which must be a loopback address. The server stops when ctx is done or
 // Close is called.
-func New(ctx context.Context, addr string) (*Issuer, error) {
+func New(ctx context.Context, addr string, opts ...Option) (*Issuer, error) {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
@@ -69,49 +83,12 @@ func New(ctx context.Context, addr string) (*Issuer, error) {
 		return nil, fmt.Errorf("devissuer: not starting: %w", err)
 	}
 	i := &Issuer{keys: map[string]signingKey{}, now: time.Now}
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, fmt.Errorf("devissuer: %w", err)
+	for _, o := range opts {
+		o(i)
 	}
-	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("devissuer: %w", err)
+	if err := i.generateKeys(); err != nil {
+		return nil, err
 	}
-	_, edKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("devissuer: %w", err)
-	}
-	public := jwk.NewSet()
-	for _, k := range []struct {
-		kid string
-		alg jwa.SignatureAlgorithm
-		raw any
-	}{{KeyRS256, jwa.RS256(), rsaKey}, {KeyES256, jwa.ES256(), ecKey}, {KeyEdDSA, jwa.EdDSA(), edKey}} {
-		priv, err := jwk.Import(k.raw)
-		if err != nil {
-			return nil, fmt.Errorf("devissuer: import %s: %w", k.kid, err)
-		}
-		if err := priv.Set(jwk.KeyIDKey, k.kid); err != nil {
-			return nil, fmt.Errorf("devissuer: %w", err)
-		}
-		i.keys[k.kid] = signingKey{alg: k.alg, key: priv}
-		pub, err := priv.PublicKey()
-		if err != nil {
-			return nil, fmt.Errorf("devissuer: public %s: %w", k.kid, err)
-		}
-		for name, v := range map[string]any{jwk.AlgorithmKey: k.alg, jwk.KeyUsageKey: "sig"} {
-			if err := pub.Set(name, v); err != nil {
-				return nil, fmt.Errorf("devissuer: %w", err)
-			}
-		}
-		if err := public.AddKey(pub); err != nil {
-			return nil, fmt.Errorf("devissuer: %w", err)
-		}
-	}
-	if i.jwks, err = json.Marshal(public); err != nil {
-		return nil, fmt.Errorf("devissuer: %w", err)
-	}
-
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("devissuer: listen %s: %w", addr, err)
@@ -121,6 +98,8 @@ func New(ctx context.Context, addr string) (*Issuer, error) {
 	mux.HandleFunc("GET /.well-known/openid-configuration", i.discovery)
 	mux.HandleFunc("GET /jwks.json", i.serveJWKS)
 	mux.HandleFunc("POST /token", i.token)
+	mux.HandleFunc("POST /introspect", i.introspect)
+	mux.HandleFunc("POST /revoke", i.revoke)
 	i.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -132,6 +111,54 @@ func New(ctx context.Context, addr string) (*Issuer, error) {
 	go func() { _ = i.srv.Serve(lis) }()
 	i.stopWait = context.AfterFunc(ctx, func() { _ = i.shutdown() })
 	return i, nil
+}
+
+// generateKeys makes the three signing keys and the JWKS of their public
+// halves.
+func (i *Issuer) generateKeys() error {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return fmt.Errorf("devissuer: %w", err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("devissuer: %w", err)
+	}
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return fmt.Errorf("devissuer: %w", err)
+	}
+	public := jwk.NewSet()
+	for _, k := range []struct {
+		kid string
+		alg jwa.SignatureAlgorithm
+		raw any
+	}{{KeyRS256, jwa.RS256(), rsaKey}, {KeyES256, jwa.ES256(), ecKey}, {KeyEdDSA, jwa.EdDSA(), edKey}} {
+		priv, err := jwk.Import(k.raw)
+		if err != nil {
+			return fmt.Errorf("devissuer: import %s: %w", k.kid, err)
+		}
+		if err := priv.Set(jwk.KeyIDKey, k.kid); err != nil {
+			return fmt.Errorf("devissuer: %w", err)
+		}
+		i.keys[k.kid] = signingKey{alg: k.alg, key: priv}
+		pub, err := priv.PublicKey()
+		if err != nil {
+			return fmt.Errorf("devissuer: public %s: %w", k.kid, err)
+		}
+		for name, v := range map[string]any{jwk.AlgorithmKey: k.alg, jwk.KeyUsageKey: "sig"} {
+			if err := pub.Set(name, v); err != nil {
+				return fmt.Errorf("devissuer: %w", err)
+			}
+		}
+		if err := public.AddKey(pub); err != nil {
+			return fmt.Errorf("devissuer: %w", err)
+		}
+	}
+	if i.jwks, err = json.Marshal(public); err != nil {
+		return fmt.Errorf("devissuer: %w", err)
+	}
+	return nil
 }
 
 func loopbackOnly(addr string) error {
@@ -189,17 +216,24 @@ type MintRequest struct {
 	Subject string
 	// ClientID defaults to ClientID.
 	ClientID string
-	// Extra claims for the payload; iss, exp, iat, nbf, aud and jti are set
+	// Extra claims for the payload (of an opaque token: for its
+	// introspection answer); iss, exp, iat, nbf, aud, jti and active are set
 	// by the issuer and refused here.
 	Extra map[string]any
+	// Opaque mints an opaque access token instead of a JWT: OpaquePrefix and
+	// 32 random bytes in base64url, whose claims the issuer keeps in memory
+	// until it expires or is revoked and answers at its introspection
+	// endpoint. KeyID must be empty: nothing is signed.
+	Opaque bool
 }
 
-// Mint signs an RFC 9068 access token (typ "at+jwt") for r.
+// Mint signs an RFC 9068 access token (typ "at+jwt") for r, or makes an
+// opaque one when r.Opaque is set.
 func (i *Issuer) Mint(r MintRequest) (string, error) {
 	if len(r.Audience) == 0 || slices.Contains(r.Audience, "") {
 		return "", errors.New("devissuer: an audience is required (and must not be empty): say which API the token is for, e.g. api/users")
 	}
-	for _, k := range [...]string{"iss", "exp", "iat", "nbf", "aud", "jti"} {
+	for _, k := range [...]string{"iss", "exp", "iat", "nbf", "aud", "jti", "active"} {
 		if _, ok := r.Extra[k]; ok {
 			return "", fmt.Errorf("devissuer: extra claim %q is set by the issuer; drop it from Extra", k)
 		}
@@ -207,15 +241,23 @@ func (i *Issuer) Mint(r MintRequest) (string, error) {
 	if r.TTL == 0 {
 		r.TTL = time.Hour
 	}
-	if r.KeyID == "" {
-		r.KeyID = KeyRS256
-	}
 	if r.Subject == "" {
 		r.Subject = ClientID
 	}
 	if r.ClientID == "" {
 		r.ClientID = ClientID
 	}
+	if r.Opaque {
+		return i.mintOpaque(r)
+	}
+	if r.KeyID == "" {
+		r.KeyID = KeyRS256
+	}
+	return i.mintJWT(r)
+}
+
+// mintJWT signs an RFC 9068 access token for r (defaults applied).
+func (i *Issuer) mintJWT(r MintRequest) (string, error) {
 	now := i.now().Truncate(time.Second)
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
@@ -271,14 +313,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (i *Issuer) discovery(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
-		"issuer":                                i.url,
-		"jwks_uri":                              i.JWKSURL(),
-		"token_endpoint":                        i.TokenURL(),
-		"grant_types_supported":                 []string{"client_credentials"},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
-		"id_token_signing_alg_values_supported": []string{"RS256", "ES256", "EdDSA"},
-		"response_types_supported":              []string{"token"},
-		"subject_types_supported":               []string{"public"},
+		"issuer":                 i.url,
+		"jwks_uri":               i.JWKSURL(),
+		"token_endpoint":         i.TokenURL(),
+		"introspection_endpoint": i.IntrospectionURL(),
+		"revocation_endpoint":    i.RevocationURL(),
+		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic"},
+		"revocation_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post"},
+		"grant_types_supported":                         []string{"client_credentials"},
+		"token_endpoint_auth_methods_supported":         []string{"client_secret_basic", "client_secret_post"},
+		"id_token_signing_alg_values_supported":         []string{"RS256", "ES256", "EdDSA"},
+		"response_types_supported":                      []string{"token"},
+		"subject_types_supported":                       []string{"public"},
 	})
 }
 
@@ -298,8 +344,8 @@ func oauthError(w http.ResponseWriter, status int, code, desc string) {
 }
 
 // token is the client-credentials grant (RFC 6749 §4.4), with the audience
-// named by "audience" or RFC 8707 "resource", and the dev extensions "ttl"
-// and "kid".
+// named by "audience" or RFC 8707 "resource", and the dev extensions "ttl",
+// "kid" and "token_format".
 func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
@@ -307,28 +353,13 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	form := r.PostForm
-	for _, name := range []string{"grant_type", "client_id", "client_secret", "scope", "ttl", "kid"} {
+	for _, name := range []string{"grant_type", "client_id", "client_secret", "scope", "ttl", "kid", "token_format"} {
 		if len(form[name]) > 1 {
 			oauthError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("%q is given %d times: send it once (only audience and resource may repeat)", name, len(form[name])))
 			return
 		}
 	}
-	id, secret, ok := basicCredentials(r)
-	if ok && form.Has("client_secret") {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "the client authenticated twice (HTTP Basic and a client_secret form field): use one of them")
-		return
-	}
-	if ok && form.Has("client_id") && form.Get("client_id") != id {
-		oauthError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("client_id %q in the form does not match the HTTP Basic user %q: drop one of them", form.Get("client_id"), id))
-		return
-	}
-	if !ok {
-		id, secret = form.Get("client_id"), form.Get("client_secret")
-	}
-	idOK := subtle.ConstantTimeCompare([]byte(id), []byte(ClientID))
-	secretOK := subtle.ConstantTimeCompare([]byte(secret), []byte(ClientSecret))
-	if idOK&secretOK != 1 {
-		oauthError(w, http.StatusUnauthorized, "invalid_client", fmt.Sprintf("unknown client or wrong secret: the dev client is %s / %s, sent with HTTP Basic or as client_id/client_secret form fields", ClientID, ClientSecret))
+	if !authenticate(w, r, form, true) {
 		return
 	}
 	switch gt := form.Get("grant_type"); gt {
@@ -340,24 +371,10 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q: the dev issuer supports client_credentials only", gt))
 		return
 	}
-	auds := slices.Concat(form["audience"], form["resource"])
-	auds = slices.DeleteFunc(auds, func(s string) bool { return s == "" })
-	if len(auds) == 0 {
-		oauthError(w, http.StatusBadRequest, "invalid_request", `missing "audience" (or RFC 8707 "resource"): say which API the token is for, e.g. audience=api/users`)
+	req, problem := mintRequest(form)
+	if problem != "" {
+		oauthError(w, http.StatusBadRequest, "invalid_request", problem)
 		return
-	}
-	slices.Sort(auds)
-	auds = slices.Compact(auds)
-	req := MintRequest{Audience: auds, Scopes: strings.Fields(form.Get("scope")), TTL: time.Hour, KeyID: form.Get("kid")}
-	if s := form.Get("ttl"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			oauthError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("ttl %q is not a Go duration: try ttl=5m, or ttl=-1m for an already expired token", s))
-			return
-		}
-		if d != 0 {
-			req.TTL = d
-		}
 	}
 	tok, err := i.Mint(req)
 	if err != nil {
@@ -371,6 +388,71 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 		"expires_in":   max(int64(req.TTL/time.Second), 0),
 		"scope":        strings.Join(req.Scopes, " "),
 	})
+}
+
+// mintRequest reads what the token endpoint's form asks for, or says what
+// is wrong with it.
+func mintRequest(form url.Values) (MintRequest, string) {
+	auds := slices.Concat(form["audience"], form["resource"])
+	auds = slices.DeleteFunc(auds, func(s string) bool { return s == "" })
+	if len(auds) == 0 {
+		return MintRequest{}, `missing "audience" (or RFC 8707 "resource"): say which API the token is for, e.g. audience=api/users`
+	}
+	slices.Sort(auds)
+	auds = slices.Compact(auds)
+	req := MintRequest{Audience: auds, Scopes: strings.Fields(form.Get("scope")), TTL: time.Hour, KeyID: form.Get("kid")}
+	if s := form.Get("ttl"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return MintRequest{}, fmt.Sprintf("ttl %q is not a Go duration: try ttl=5m, or ttl=-1m for an already expired token", s)
+		}
+		if d != 0 {
+			req.TTL = d
+		}
+	}
+	switch f := form.Get("token_format"); f {
+	case "", "jwt":
+	case "opaque":
+		if req.KeyID != "" {
+			return MintRequest{}, "kid picks a signing key, but an opaque token is not signed: drop kid, or drop token_format=opaque for a JWT"
+		}
+		req.Opaque = true
+	default:
+		return MintRequest{}, fmt.Sprintf("token_format %q: the dev issuer issues jwt (the default) or opaque", f)
+	}
+	return req, ""
+}
+
+// authenticate checks that the caller is the dev client: with HTTP Basic
+// (client_secret_basic) or, when post is true, with client_id and
+// client_secret form fields (client_secret_post), never both. It has
+// written the error response when it returns false.
+func authenticate(w http.ResponseWriter, r *http.Request, form url.Values, post bool) bool {
+	id, secret, basic := basicCredentials(r)
+	switch {
+	case basic && form.Has("client_secret"):
+		oauthError(w, http.StatusBadRequest, "invalid_request", "the client authenticated twice (HTTP Basic and a client_secret form field): use one of them")
+		return false
+	case basic && form.Has("client_id") && form.Get("client_id") != id:
+		oauthError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("client_id %q in the form does not match the HTTP Basic user %q: drop one of them", form.Get("client_id"), id))
+		return false
+	case !basic && !post:
+		oauthError(w, http.StatusUnauthorized, "invalid_client", fmt.Sprintf("this endpoint authenticates its callers with HTTP Basic only (client_secret_basic): send %s:%s, each part form-urlencoded before base64 (RFC 6749 §2.3.1)", ClientID, ClientSecret))
+		return false
+	case !basic:
+		id, secret = form.Get("client_id"), form.Get("client_secret")
+	}
+	idOK := subtle.ConstantTimeCompare([]byte(id), []byte(ClientID))
+	secretOK := subtle.ConstantTimeCompare([]byte(secret), []byte(ClientSecret))
+	if idOK&secretOK != 1 {
+		how := "sent with HTTP Basic or as client_id/client_secret form fields"
+		if !post {
+			how = "sent with HTTP Basic, each part form-urlencoded before base64 (RFC 6749 §2.3.1)"
+		}
+		oauthError(w, http.StatusUnauthorized, "invalid_client", fmt.Sprintf("unknown client or wrong secret: the dev client is %s / %s, %s", ClientID, ClientSecret, how))
+		return false
+	}
+	return true
 }
 
 // basicCredentials reads HTTP Basic client credentials, which RFC 6749

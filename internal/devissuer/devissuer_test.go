@@ -108,6 +108,9 @@ func TestDiscovery(t *testing.T) {
 		GrantTypes    []string `json:"grant_types_supported"`
 		AuthMethods   []string `json:"token_endpoint_auth_methods_supported"`
 		Algs          []string `json:"id_token_signing_alg_values_supported"`
+		Introspection string   `json:"introspection_endpoint"`
+		Revocation    string   `json:"revocation_endpoint"`
+		IntroAuth     []string `json:"introspection_endpoint_auth_methods_supported"`
 	}
 	if err := json.Unmarshal(body, &doc); err != nil {
 		t.Fatal(err)
@@ -119,6 +122,11 @@ func TestDiscovery(t *testing.T) {
 		strings.Join(doc.AuthMethods, ",") != "client_secret_basic,client_secret_post" ||
 		strings.Join(doc.Algs, ",") != "RS256,ES256,EdDSA" {
 		t.Errorf("discovery document: %s", body)
+	}
+	if doc.Introspection != iss.URL()+"/introspect" || doc.Introspection != iss.IntrospectionURL() ||
+		doc.Revocation != iss.URL()+"/revoke" || doc.Revocation != iss.RevocationURL() ||
+		strings.Join(doc.IntroAuth, ",") != "client_secret_basic" {
+		t.Errorf("discovery document lacks the introspection and revocation endpoints: %s", body)
 	}
 }
 
