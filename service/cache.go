@@ -74,17 +74,19 @@ func tokenKey(tok string) [sha256.Size]byte {
 func (c *verifiedCache) get(key [sha256.Size]byte, now time.Time) *verified {
 	e, ok := c.lru.Get(key)
 	if !ok {
-		c.misses.Add(1)
 		return nil
 	}
 	if now.After(e.until) || !e.keyStillPublished() {
 		c.lru.Remove(key)
-		c.misses.Add(1)
 		return nil
 	}
 	c.hits.Add(1)
 	return e
 }
+
+// missed counts a lookup of a JWT that get did not answer (an opaque token's
+// lookup is not a miss of this cache).
+func (c *verifiedCache) missed() { c.misses.Add(1) }
 
 // keyStillPublished: the key that verified the token is in the issuer's
 // current, fresh set.

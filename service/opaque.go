@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"strings"
 	"time"
@@ -14,12 +15,12 @@ import (
 // values and hints of a JWT.
 
 // validateOpaque is Validate for an opaque token.
-func (v *Validator) validateOpaque(ctx context.Context, tok string, audience string, scopes []string) (Verdict, *issuerKeys) {
+func (v *Validator) validateOpaque(ctx context.Context, tok string, sum [sha256.Size]byte, audience string, scopes []string) (Verdict, *issuerKeys) {
 	ik, fail := v.route(tok)
 	if fail != nil {
 		return *fail, nil
 	}
-	a, fail := v.answered(ctx, ik, tok)
+	a, fail := v.answered(ctx, ik, tok, sum)
 	if fail != nil {
 		return *fail, ik
 	}
@@ -50,8 +51,8 @@ func (v *Validator) route(tok string) (*issuerKeys, *Verdict) {
 // answered is the issuer's active answer about tok, or the verdict that
 // ends the validation: ISSUER_UNAVAILABLE, INACTIVE, or UNTRUSTED_ISSUER
 // when the answer names another issuer.
-func (v *Validator) answered(ctx context.Context, ik *issuerKeys, tok string) (*answer, *Verdict) {
-	a, f := v.introspected(ctx, ik, tok)
+func (v *Validator) answered(ctx context.Context, ik *issuerKeys, tok string, sum [sha256.Size]byte) (*answer, *Verdict) {
+	a, f := v.introspected(ctx, ik, tok, sum)
 	switch {
 	case f != nil:
 		return nil, issuerUnavailableVerdict(ik, f)
@@ -65,9 +66,9 @@ func (v *Validator) answered(ctx context.Context, ik *issuerKeys, tok string) (*
 
 // introspected is the issuer's answer about tok: from the cache, or from a
 // call that concurrent lookups of the same token share.
-func (v *Validator) introspected(ctx context.Context, ik *issuerKeys, tok string) (*answer, *introFailure) {
+func (v *Validator) introspected(ctx context.Context, ik *issuerKeys, tok string, sum [sha256.Size]byte) (*answer, *introFailure) {
 	in := ik.intro
-	key := answerKey{sum: tokenKey(tok), ik: ik}
+	key := answerKey{sum: sum, ik: ik}
 	if v.answers != nil {
 		if a := v.answers.get(key, v.now()); a != nil {
 			in.observeLookup(true, false)
@@ -199,7 +200,7 @@ func (v *Validator) inspectOpaque(ctx context.Context, tok string) Inspection {
 	ik, fail := v.route(tok)
 	if fail == nil {
 		var a *answer
-		if a, fail = v.answered(ctx, ik, tok); fail == nil {
+		if a, fail = v.answered(ctx, ik, tok, tokenKey(tok)); fail == nil {
 			in := Inspection{Claims: a.claims, Signature: ReasonValid, Message: "active: introspected by " + ik.cfg.Issuer}
 			v.acceptedBy(&in, ik, a.t)
 			return in

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -151,20 +152,26 @@ func (v *Validator) event(verdict *Verdict, ik *issuerKeys, audience string, too
 // validate is Validate; it also names the issuer once it is known.
 func (v *Validator) validate(ctx context.Context, token, audience string, scopes []string) (Verdict, *issuerKeys) {
 	tok := v.clean(token)
-	if v.introspecting != nil && len(tok) <= v.maxBytes && opaqueShape(tok) {
-		return v.validateOpaque(ctx, tok, audience, scopes)
+	if len(tok) > v.maxBytes { // refused unhashed, by its length
+		_, _, _, fail := v.verify(ctx, tok)
+		return *fail, nil
 	}
-	if v.cache == nil || len(tok) > v.maxBytes { // an oversized token is refused unhashed
-		t, ik, _, fail := v.verify(ctx, tok)
-		if fail != nil {
-			return *fail, ik
-		}
-		return v.verdict(ik, t, t.toClaims(), audience, scopes), ik
+	var sum [sha256.Size]byte // the caches' key
+	if v.cache != nil || v.introspecting != nil {
+		sum = tokenKey(tok)
 	}
-	key := tokenKey(tok)
 	now := v.now()
-	if e := v.cache.get(key, now); e != nil {
-		return v.verdict(e.ik, e.t, e.claims, audience, scopes), e.ik
+	if v.cache != nil {
+		// A verified JWT seen before: no parsing, and no look at its shape.
+		if e := v.cache.get(sum, now); e != nil {
+			return v.verdict(e.ik, e.t, e.claims, audience, scopes), e.ik
+		}
+	}
+	if v.introspecting != nil && opaqueShape(tok) {
+		return v.validateOpaque(ctx, tok, sum, audience, scopes)
+	}
+	if v.cache != nil {
+		v.cache.missed()
 	}
 	t, ik, k, fail := v.verify(ctx, tok)
 	if fail != nil {
@@ -174,10 +181,10 @@ func (v *Validator) validate(ctx context.Context, token, audience string, scopes
 	if t.claims.hasExp && numericDate(t.claims.exp).Before(until) {
 		until = numericDate(t.claims.exp).Add(ik.cfg.Leeway)
 	}
-	if !until.After(now) { // expired already: nothing worth keeping
+	if v.cache == nil || !until.After(now) { // no cache, or expired already: nothing worth keeping
 		return v.verdict(ik, t, t.toClaims(), audience, scopes), ik
 	}
-	e := v.cache.add(key, len(tok), t, ik, k, until)
+	e := v.cache.add(sum, len(tok), t, ik, k, until)
 	return v.verdict(ik, e.t, e.claims, audience, scopes), ik
 }
 
