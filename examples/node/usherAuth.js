@@ -142,6 +142,7 @@ function toClaims(c) {
     algorithm: c.algorithm,
     tokenType: c.tokenType,
     raw: fromStruct(c.raw), // every payload claim, as JSON values
+    tokenFormat: c.tokenFormat, // 'jwt', or 'opaque' for a token usher introspected
   };
 }
 

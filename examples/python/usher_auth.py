@@ -111,6 +111,7 @@ class Claims:
     algorithm: str
     token_type: str
     raw: dict  # every payload claim, as JSON values
+    token_format: str = ""  # "jwt", or "opaque" for a token usher introspected
 
 
 class UsherAuthError(Exception):
@@ -333,4 +334,5 @@ class UsherAuth:
             algorithm=c.algorithm,
             token_type=c.token_type,
             raw=json_format.MessageToDict(c.raw) if c.HasField("raw") else {},
+            token_format=c.token_format,
         )
