@@ -22,23 +22,28 @@ func prefixed(t *testing.T, s *testkit.IntrospectionServer, prefixes ...string) 
 // TestOpaque_Routing: an opaque token goes to the issuer whose
 // token_prefixes it starts with, and the other endpoints never see it; one
 // that no prefix matches goes nowhere (MALFORMED, the hint naming
+
+// activate makes the server answer for a new opaque token with prefix.
+func activate(s *testkit.IntrospectionServer, prefix string) string {
+	tok := opaqueToken(prefix)
+	s.Activate(tok, testkit.Claims(s.URL()))
+	return tok
+}
+
+// asked fails the test unless the server was asked about exactly want.
+func asked(t *testing.T, s *testkit.IntrospectionServer, want ...string) {
+	t.Helper()
+	if got := s.Asked(); !slices.Equal(got, want) {
+		t.Fatalf("the endpoint of %s was asked about %q, want %q", s.URL(), got, want)
+	}
+}
+
 // token_prefixes), and a JWT never goes to an introspection endpoint.
 func TestOpaque_Routing(t *testing.T) {
 	ctx := testkit.Context(t)
 	a, b := testkit.NewIntrospectionServer(t), testkit.NewIntrospectionServer(t)
 	k := testkit.EdKey(t, "ed-1")
 	jwks := testkit.NewIssuer(t, k)
-	activate := func(s *testkit.IntrospectionServer, prefix string) string {
-		tok := opaqueToken(prefix)
-		s.Activate(tok, testkit.Claims(s.URL()))
-		return tok
-	}
-	asked := func(t *testing.T, s *testkit.IntrospectionServer, want ...string) {
-		t.Helper()
-		if got := s.Asked(); !slices.Equal(got, want) {
-			t.Fatalf("the endpoint of %s was asked about %q, want %q", s.URL(), got, want)
-		}
-	}
 
 	t.Run("by prefix", func(t *testing.T) {
 		v := testkit.NewValidator(t, ctx, testkit.NewClock(), []service.IssuerConfig{prefixed(t, a, "a_at_"), prefixed(t, b, "b_at_"), jwks.Config()})
@@ -76,17 +81,6 @@ func TestOpaque_RoutingFallback(t *testing.T) {
 	ctx := testkit.Context(t)
 	k := testkit.EdKey(t, "ed-1")
 	jwks := testkit.NewIssuer(t, k)
-	activate := func(s *testkit.IntrospectionServer, prefix string) string {
-		tok := opaqueToken(prefix)
-		s.Activate(tok, testkit.Claims(s.URL()))
-		return tok
-	}
-	asked := func(t *testing.T, s *testkit.IntrospectionServer, want ...string) {
-		t.Helper()
-		if got := s.Asked(); !slices.Equal(got, want) {
-			t.Fatalf("the endpoint of %s was asked about %q, want %q", s.URL(), got, want)
-		}
-	}
 
 	t.Run("two issuers, one without prefixes: still ambiguous", func(t *testing.T) {
 		a, b := testkit.NewIntrospectionServer(t), testkit.NewIntrospectionServer(t)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -277,29 +276,7 @@ func TestBinary_DevAndSignal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := buildUsher(t)
-	cmd := exec.Command(bin, "dev", "--listen", "127.0.0.1:0")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr testkit.SyncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	var out testkit.SyncBuffer
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			out.Write(append(sc.Bytes(), '\n'))
-		}
-		exited <- cmd.Wait()
-	}()
-	b := waitBanner(t, out.String)
+	b, stop := startDevBinary(t, buildUsher(t))
 	c, hc := dialUsher(t, b.addr)
 	waitServing(t, hc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -308,17 +285,7 @@ func TestBinary_DevAndSignal(t *testing.T) {
 	if err != nil || !resp.GetValid() {
 		t.Fatalf("invoices token at api/invoices: %v %v", resp, err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("usher dev exited with %v after SIGTERM; stderr:\n%s", err, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("usher dev did not exit within 15s of SIGTERM")
-	}
+	stop()
 }
 
 // buildUsher builds the real binary into a temporary folder.
