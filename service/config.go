@@ -21,6 +21,8 @@ const (
 	DefaultIntrospectionNegativeTTL = 5 * time.Second
 	DefaultIntrospectionTimeout     = 2 * time.Second
 	DefaultCacheMaxBytes            = 64 << 20
+	DefaultDPoPIATWindow            = 60 * time.Second
+	DefaultReplayMaxEntries         = 100_000
 )
 
 // DefaultAlgorithms is the allow-list of an issuer that names none: the
@@ -48,6 +50,19 @@ type Config struct {
 	// Audiences is the optional registry of known APIs, used in hints,
 	// InspectToken and bounded metric labels.
 	Audiences []KnownAudience
+	// DPoP sets how proofs of DPoP-bound tokens are checked (dpop).
+	DPoP DPoPConfig
+}
+
+// DPoPConfig is the dpop section: RFC 9449 proofs. Where proofs' jti are
+// remembered (dpop.replay_store) is the server's concern: the engine takes
+// a ReplayStore through WithReplayStore, and keeps one in memory otherwise.
+type DPoPConfig struct {
+	// IATWindow is how far a proof's iat may lie from now, either way, and
+	// how long its jti is remembered (iat_window; default 60s).
+	IATWindow time.Duration
+	// ReplayMaxEntries bounds the in-memory replay cache (default 100000).
+	ReplayMaxEntries int
 }
 
 // IssuerConfig is one trusted issuer. Exactly one of JWKSURI, Discovery and
@@ -146,6 +161,7 @@ func (c *Config) Validate() error {
 		is.validate(key, &p)
 	}
 	c.validatePrefixes(&p)
+	c.DPoP.validate(&p)
 	names := map[string]bool{}
 	for i, a := range c.Audiences {
 		key := fmt.Sprintf("audiences[%d]", i)
@@ -337,5 +353,20 @@ func (is *IssuerConfig) validateTimes(bad func(k, format string, args ...any)) {
 		is.MaxStale = DefaultMaxStale
 	} else if is.MaxStale < is.RefreshInterval {
 		bad("max_stale", "%s is shorter than refresh_interval %s: the key set would go stale between two scheduled fetches", is.MaxStale, is.RefreshInterval)
+	}
+}
+
+func (d *DPoPConfig) validate(p *problems) {
+	switch {
+	case d.IATWindow == 0:
+		d.IATWindow = DefaultDPoPIATWindow
+	case d.IATWindow < time.Second || d.IATWindow > 10*time.Minute:
+		p.add("dpop.iat_window", "%s is outside 1s..10m: a proof is made for one request, and its jti is remembered this long", d.IATWindow)
+	}
+	switch {
+	case d.ReplayMaxEntries == 0:
+		d.ReplayMaxEntries = DefaultReplayMaxEntries
+	case d.ReplayMaxEntries < 0:
+		p.add("dpop.replay_max_entries", "%d: give a positive bound", d.ReplayMaxEntries)
 	}
 }

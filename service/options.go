@@ -17,6 +17,7 @@ type options struct {
 	keyWait    time.Duration
 	keyWaiters int
 	previous   *Validator
+	replay     ReplayStore
 }
 
 type optionFunc func(*options)
@@ -86,4 +87,11 @@ func WithKeyWait(wait time.Duration, waiters int) Option {
 // still fetched in the background. A nil old carries nothing.
 func WithPrevious(old *Validator) Option {
 	return optionFunc(func(o *options) { o.previous = old })
+}
+
+// WithReplayStore sets where the jti of DPoP proofs are remembered (default:
+// in memory, per Validator, bounded by dpop.ReplayMaxEntries). A store
+// shared between replicas (Redis) refuses a proof replayed at another one.
+func WithReplayStore(s ReplayStore) Option {
+	return optionFunc(func(o *options) { o.replay = s })
 }

@@ -29,12 +29,15 @@ const (
 	ReasonKeysUnavailable      Reason = 13
 	ReasonInactive             Reason = 14
 	ReasonIssuerUnavailable    Reason = 15
+	ReasonProofMissing         Reason = 16
+	ReasonInvalidProof         Reason = 17
 )
 
 var reasonNames = [...]string{
 	"UNSPECIFIED", "VALID", "MALFORMED", "UNSUPPORTED_ALGORITHM", "UNTRUSTED_ISSUER", "UNKNOWN_KEY",
 	"INVALID_SIGNATURE", "WRONG_TOKEN_TYPE", "EXPIRED", "NOT_YET_VALID", "MISSING_CLAIM",
 	"AUDIENCE_MISMATCH", "INSUFFICIENT_SCOPE", "KEYS_UNAVAILABLE", "INACTIVE", "ISSUER_UNAVAILABLE",
+	"PROOF_MISSING", "INVALID_PROOF",
 }
 
 // String is the reason's name without the REASON_ prefix, e.g. "AUDIENCE_MISMATCH".
@@ -99,6 +102,9 @@ type Claims struct {
 	// TokenFormat is "jwt", or "opaque" for a token validated through
 	// introspection.
 	TokenFormat string
+	// Confirmation is the token's cnf claim: the key or certificate it is
+	// bound to; zero for a bearer token.
+	Confirmation Confirmation
 	// Raw holds every payload claim as decoded from JSON.
 	Raw map[string]any
 
@@ -106,6 +112,20 @@ type Claims struct {
 	// verified-token cache (see MemoClaims).
 	memo atomic.Pointer[any]
 }
+
+// Confirmation is a token's cnf claim (RFC 7800): a token with either
+// member is sender-constrained, and valid only with its proof.
+type Confirmation struct {
+	// JKT is cnf.jkt, the RFC 7638 SHA-256 thumbprint of the DPoP key
+	// (RFC 9449), base64url.
+	JKT string
+	// X5TS256 is cnf["x5t#S256"], the SHA-256 thumbprint of the client
+	// certificate (RFC 8705), base64url.
+	X5TS256 string
+}
+
+// Bound reports whether the token is sender-constrained.
+func (c Confirmation) Bound() bool { return c.JKT != "" || c.X5TS256 != "" }
 
 // MemoClaims returns convert(c), converting at most once per type T: claims
 // served again from the verified-token cache are the same *Claims, so an

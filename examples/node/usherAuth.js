@@ -54,6 +54,8 @@ const REJECTIONS = Object.freeze({
   REASON_KEYS_UNAVAILABLE: { status: 503, error: '' },
   REASON_INACTIVE: { status: 401, error: 'invalid_token' },
   REASON_ISSUER_UNAVAILABLE: { status: 503, error: '' },
+  REASON_PROOF_MISSING: { status: 401, error: 'invalid_token' },
+  REASON_INVALID_PROOF: { status: 401, error: 'invalid_dpop_proof' },
 });
 const UNKNOWN_REASON = Object.freeze({ status: 503, error: '' });
 

@@ -184,6 +184,8 @@ _REJECTIONS = {
     "REASON_KEYS_UNAVAILABLE": (503, ""),
     "REASON_INACTIVE": (401, "invalid_token"),
     "REASON_ISSUER_UNAVAILABLE": (503, ""),
+    "REASON_PROOF_MISSING": (401, "invalid_token"),
+    "REASON_INVALID_PROOF": (401, "invalid_dpop_proof"),
 }
 _UNKNOWN = (503, "")
 

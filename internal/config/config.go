@@ -66,6 +66,11 @@ type Config struct {
 	// ExtAuthz, when set, serves Envoy's external authorization on the gRPC
 	// listener.
 	ExtAuthz *extauthz.Config
+	// ReplayStore is where the jti of DPoP proofs are remembered
+	// (dpop.replay_store): "" for memory, per replica; "redis://host:6379/0"
+	// (or rediss:// with TLS) shares them between replicas through Redis or
+	// Valkey.
+	ReplayStore string
 	// Engine is the validation engine's configuration.
 	Engine service.Config
 }

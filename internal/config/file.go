@@ -36,6 +36,14 @@ type document struct {
 	CacheMaxBytes        int64            `yaml:"cache_max_bytes"`
 	Issuers              []issuer         `yaml:"issuers"`
 	Audiences            []audience       `yaml:"audiences"`
+	DPoP                 dpop             `yaml:"dpop"`
+}
+
+// dpop is the dpop section: service.DPoPConfig and the replay store.
+type dpop struct {
+	IATWindow        duration `yaml:"iat_window"`
+	ReplayStore      string   `yaml:"replay_store"`
+	ReplayMaxEntries int      `yaml:"replay_max_entries"`
 }
 
 // issuer is service.IssuerConfig as written in the file.
@@ -93,8 +101,9 @@ func (d *document) config() *Config {
 		TLS: d.TLS, InsecurePlaintext: d.InsecurePlaintext,
 		MaxInFlight: d.MaxInFlight, MaxConcurrentStreams: d.MaxConcurrentStreams,
 		MaxStreams: d.MaxStreams, MaxConnections: d.MaxConnections,
-		Tracing: d.Tracing, ExtAuthz: d.ExtAuthz,
-		Engine: service.Config{MaxTokenBytes: d.MaxTokenBytes, CacheMaxEntries: d.CacheMaxEntries, CacheMaxBytes: d.CacheMaxBytes},
+		Tracing: d.Tracing, ExtAuthz: d.ExtAuthz, ReplayStore: d.DPoP.ReplayStore,
+		Engine: service.Config{MaxTokenBytes: d.MaxTokenBytes, CacheMaxEntries: d.CacheMaxEntries, CacheMaxBytes: d.CacheMaxBytes,
+			DPoP: service.DPoPConfig{IATWindow: time.Duration(d.DPoP.IATWindow), ReplayMaxEntries: d.DPoP.ReplayMaxEntries}},
 	}
 	for _, is := range d.Issuers {
 		c.Engine.Issuers = append(c.Engine.Issuers, service.IssuerConfig{

@@ -23,6 +23,10 @@ import (
 const (
 	InvalidToken      = "invalid_token"
 	InsufficientScope = "insufficient_scope"
+	// InvalidDPoPProof is RFC 9449 §7.1's error of a DPoP challenge.
+	InvalidDPoPProof = "invalid_dpop_proof"
+	// DPoP is the scheme of RFC 9449's challenge.
+	DPoP = "DPoP"
 )
 
 // Rule is what a verdict's reason means to the caller of a protected API.
@@ -40,6 +44,10 @@ type Rule struct {
 	Cacheable bool
 	// Retryable: not the token's fault; the same call may succeed later.
 	Retryable bool
+	// Challenge is "DPoP" when the answer must be a DPoP challenge (RFC
+	// 9449 §7.1) whatever scheme the request used; "" for the request's
+	// own scheme (Bearer, or DPoP when it came so).
+	Challenge string
 }
 
 var (
@@ -48,6 +56,9 @@ var (
 	changeable  = Rule{Code: codes.Unauthenticated, HTTPStatus: http.StatusUnauthorized, BearerError: InvalidToken}
 	noScope     = Rule{Code: codes.PermissionDenied, HTTPStatus: http.StatusForbidden, BearerError: InsufficientScope, Cacheable: true}
 	unavailable = Rule{Code: codes.Unavailable, HTTPStatus: http.StatusServiceUnavailable, Retryable: true}
+	// A proof is made for one request: its verdict is never reused.
+	noProof  = Rule{Code: codes.Unauthenticated, HTTPStatus: http.StatusUnauthorized, BearerError: InvalidToken, Challenge: DPoP}
+	badProof = Rule{Code: codes.Unauthenticated, HTTPStatus: http.StatusUnauthorized, BearerError: InvalidDPoPProof, Challenge: DPoP}
 )
 
 // table holds every Reason of usher.v1 but UNSPECIFIED, which is never sent.
@@ -67,6 +78,8 @@ var table = map[usherv1.Reason]Rule{
 	usherv1.Reason_REASON_KEYS_UNAVAILABLE:      unavailable,
 	usherv1.Reason_REASON_INACTIVE:              badToken, // revoked, expired or never issued: it stays so
 	usherv1.Reason_REASON_ISSUER_UNAVAILABLE:    unavailable,
+	usherv1.Reason_REASON_PROOF_MISSING:         noProof,
+	usherv1.Reason_REASON_INVALID_PROOF:         badProof,
 }
 
 // Of returns the rule of r, and whether this table knows r.

@@ -77,8 +77,16 @@ func TestTable_Rules(t *testing.T) {
 				}
 				continue
 			}
-			if rule.Code != codes.Unauthenticated || rule.HTTPStatus != 401 || rule.BearerError != reasons.InvalidToken {
-				t.Errorf("%s: a token's fault must be UNAUTHENTICATED/401 invalid_token: %+v", name, rule)
+			want := reasons.InvalidToken
+			if r == usherv1.Reason_REASON_INVALID_PROOF {
+				want = reasons.InvalidDPoPProof
+			}
+			if rule.Code != codes.Unauthenticated || rule.HTTPStatus != 401 || rule.BearerError != want {
+				t.Errorf("%s: a token's fault must be UNAUTHENTICATED/401 %s: %+v", name, want, rule)
+			}
+			proof := r == usherv1.Reason_REASON_PROOF_MISSING || r == usherv1.Reason_REASON_INVALID_PROOF
+			if proof != (rule.Challenge == reasons.DPoP) || proof && rule.Cacheable {
+				t.Errorf("%s: a proof's verdict is answered with a DPoP challenge and never cached: %+v", name, rule)
 			}
 		}
 	}
@@ -104,11 +112,12 @@ type jsonRule struct {
 	BearerError string `json:"bearer_error"`
 	Cacheable   bool   `json:"cacheable"`
 	Retryable   bool   `json:"retryable"`
+	Challenge   string `json:"challenge"`
 }
 
 func toJSON(name string, r reasons.Rule) jsonRule {
 	return jsonRule{Reason: name, GRPCCode: strings.ToUpper(codeName(r.Code)), HTTPStatus: r.HTTPStatus,
-		BearerError: r.BearerError, Cacheable: r.Cacheable, Retryable: r.Retryable}
+		BearerError: r.BearerError, Cacheable: r.Cacheable, Retryable: r.Retryable, Challenge: r.Challenge}
 }
 
 // codeName spells a code as the gRPC specification does (PERMISSION_DENIED).

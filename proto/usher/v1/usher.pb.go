@@ -81,6 +81,13 @@ const (
 	// The issuer's introspection endpoint could not answer (unreachable, 5xx,
 	// timeout, an unusable answer): not the token's fault, retryable.
 	Reason_REASON_ISSUER_UNAVAILABLE Reason = 15
+	// A sender-constrained token (cnf.jkt: DPoP, RFC 9449; cnf["x5t#S256"]:
+	// a client certificate, RFC 8705) came without its proof, or as Bearer.
+	Reason_REASON_PROOF_MISSING Reason = 16
+	// The proof is malformed, badly signed, for another method or URI,
+	// outside the iat window, replayed (jti), its ath is not the token's hash,
+	// or its key or certificate does not match cnf.
+	Reason_REASON_INVALID_PROOF Reason = 17
 )
 
 // Enum value maps for Reason.
@@ -102,6 +109,8 @@ var (
 		13: "REASON_KEYS_UNAVAILABLE",
 		14: "REASON_INACTIVE",
 		15: "REASON_ISSUER_UNAVAILABLE",
+		16: "REASON_PROOF_MISSING",
+		17: "REASON_INVALID_PROOF",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":           0,
@@ -120,6 +129,8 @@ var (
 		"REASON_KEYS_UNAVAILABLE":      13,
 		"REASON_INACTIVE":              14,
 		"REASON_ISSUER_UNAVAILABLE":    15,
+		"REASON_PROOF_MISSING":         16,
+		"REASON_INVALID_PROOF":         17,
 	}
 )
 
@@ -160,8 +171,22 @@ type ValidateTokenRequest struct {
 	ExpectedAudience string `protobuf:"bytes,2,opt,name=expected_audience,json=expectedAudience,proto3" json:"expected_audience,omitempty"`
 	// Every one must be granted (scope, or scp).
 	RequiredScopes []string `protobuf:"bytes,3,rep,name=required_scopes,json=requiredScopes,proto3" json:"required_scopes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The authorization scheme the token came with: "Bearer" (when empty) or
+	// "DPoP" (RFC 9449).
+	Scheme string `protobuf:"bytes,4,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	// The DPoP header of the request: a proof JWT (typ dpop+jwt, an
+	// asymmetric alg, a public jwk header).
+	DpopProof string `protobuf:"bytes,5,opt,name=dpop_proof,json=dpopProof,proto3" json:"dpop_proof,omitempty"`
+	// The method of the request the proof was made for ("POST" for gRPC).
+	HttpMethod string `protobuf:"bytes,6,opt,name=http_method,json=httpMethod,proto3" json:"http_method,omitempty"`
+	// The target URI, without query and fragment; for gRPC
+	// "https://{:authority}/{package.Service}/{Method}".
+	HttpUri string `protobuf:"bytes,7,opt,name=http_uri,json=httpUri,proto3" json:"http_uri,omitempty"`
+	// base64url SHA-256 of the DER client certificate of the caller's TLS
+	// connection (RFC 8705 section 3.1), for certificate-bound tokens.
+	ClientCertificateSha256 string `protobuf:"bytes,8,opt,name=client_certificate_sha256,json=clientCertificateSha256,proto3" json:"client_certificate_sha256,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *ValidateTokenRequest) Reset() {
@@ -213,6 +238,41 @@ func (x *ValidateTokenRequest) GetRequiredScopes() []string {
 		return x.RequiredScopes
 	}
 	return nil
+}
+
+func (x *ValidateTokenRequest) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+func (x *ValidateTokenRequest) GetDpopProof() string {
+	if x != nil {
+		return x.DpopProof
+	}
+	return ""
+}
+
+func (x *ValidateTokenRequest) GetHttpMethod() string {
+	if x != nil {
+		return x.HttpMethod
+	}
+	return ""
+}
+
+func (x *ValidateTokenRequest) GetHttpUri() string {
+	if x != nil {
+		return x.HttpUri
+	}
+	return ""
+}
+
+func (x *ValidateTokenRequest) GetClientCertificateSha256() string {
+	if x != nil {
+		return x.ClientCertificateSha256
+	}
+	return ""
 }
 
 // ValidateTokenResponse is the verdict.
@@ -475,7 +535,10 @@ type Claims struct {
 	// introspection response).
 	Raw *structpb.Struct `protobuf:"bytes,13,opt,name=raw,proto3" json:"raw,omitempty"`
 	// "jwt", or "opaque" for a token validated through introspection.
-	TokenFormat   string `protobuf:"bytes,14,opt,name=token_format,json=tokenFormat,proto3" json:"token_format,omitempty"`
+	TokenFormat string `protobuf:"bytes,14,opt,name=token_format,json=tokenFormat,proto3" json:"token_format,omitempty"`
+	// The token's cnf claim: the key or certificate it is bound to; unset
+	// for a bearer token.
+	Confirmation  *Confirmation `protobuf:"bytes,15,opt,name=confirmation,proto3" json:"confirmation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -608,6 +671,69 @@ func (x *Claims) GetTokenFormat() string {
 	return ""
 }
 
+func (x *Claims) GetConfirmation() *Confirmation {
+	if x != nil {
+		return x.Confirmation
+	}
+	return nil
+}
+
+// Confirmation is a token's cnf claim (RFC 7800).
+type Confirmation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The RFC 7638 SHA-256 thumbprint of the DPoP key (cnf.jkt, RFC 9449).
+	Jkt string `protobuf:"bytes,1,opt,name=jkt,proto3" json:"jkt,omitempty"`
+	// The SHA-256 thumbprint of the client certificate (cnf["x5t#S256"],
+	// RFC 8705), base64url.
+	X5TS256       string `protobuf:"bytes,2,opt,name=x5t_s256,json=x5tS256,proto3" json:"x5t_s256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Confirmation) Reset() {
+	*x = Confirmation{}
+	mi := &file_usher_v1_usher_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Confirmation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Confirmation) ProtoMessage() {}
+
+func (x *Confirmation) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_usher_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Confirmation.ProtoReflect.Descriptor instead.
+func (*Confirmation) Descriptor() ([]byte, []int) {
+	return file_usher_v1_usher_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Confirmation) GetJkt() string {
+	if x != nil {
+		return x.Jkt
+	}
+	return ""
+}
+
+func (x *Confirmation) GetX5TS256() string {
+	if x != nil {
+		return x.X5TS256
+	}
+	return ""
+}
+
 // InspectTokenRequest asks usher to decode a token.
 type InspectTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -619,7 +745,7 @@ type InspectTokenRequest struct {
 
 func (x *InspectTokenRequest) Reset() {
 	*x = InspectTokenRequest{}
-	mi := &file_usher_v1_usher_proto_msgTypes[5]
+	mi := &file_usher_v1_usher_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +757,7 @@ func (x *InspectTokenRequest) String() string {
 func (*InspectTokenRequest) ProtoMessage() {}
 
 func (x *InspectTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_usher_proto_msgTypes[5]
+	mi := &file_usher_v1_usher_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +770,7 @@ func (x *InspectTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectTokenRequest.ProtoReflect.Descriptor instead.
 func (*InspectTokenRequest) Descriptor() ([]byte, []int) {
-	return file_usher_v1_usher_proto_rawDescGZIP(), []int{5}
+	return file_usher_v1_usher_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *InspectTokenRequest) GetToken() string {
@@ -678,7 +804,7 @@ type InspectTokenResponse struct {
 
 func (x *InspectTokenResponse) Reset() {
 	*x = InspectTokenResponse{}
-	mi := &file_usher_v1_usher_proto_msgTypes[6]
+	mi := &file_usher_v1_usher_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +816,7 @@ func (x *InspectTokenResponse) String() string {
 func (*InspectTokenResponse) ProtoMessage() {}
 
 func (x *InspectTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_usher_proto_msgTypes[6]
+	mi := &file_usher_v1_usher_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +829,7 @@ func (x *InspectTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectTokenResponse.ProtoReflect.Descriptor instead.
 func (*InspectTokenResponse) Descriptor() ([]byte, []int) {
-	return file_usher_v1_usher_proto_rawDescGZIP(), []int{6}
+	return file_usher_v1_usher_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InspectTokenResponse) GetHeader() *structpb.Struct {
@@ -761,7 +887,7 @@ type KnownAudience struct {
 
 func (x *KnownAudience) Reset() {
 	*x = KnownAudience{}
-	mi := &file_usher_v1_usher_proto_msgTypes[7]
+	mi := &file_usher_v1_usher_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +899,7 @@ func (x *KnownAudience) String() string {
 func (*KnownAudience) ProtoMessage() {}
 
 func (x *KnownAudience) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_usher_proto_msgTypes[7]
+	mi := &file_usher_v1_usher_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +912,7 @@ func (x *KnownAudience) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KnownAudience.ProtoReflect.Descriptor instead.
 func (*KnownAudience) Descriptor() ([]byte, []int) {
-	return file_usher_v1_usher_proto_rawDescGZIP(), []int{7}
+	return file_usher_v1_usher_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *KnownAudience) GetAudience() string {
@@ -812,7 +938,7 @@ type ListIssuersRequest struct {
 
 func (x *ListIssuersRequest) Reset() {
 	*x = ListIssuersRequest{}
-	mi := &file_usher_v1_usher_proto_msgTypes[8]
+	mi := &file_usher_v1_usher_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +950,7 @@ func (x *ListIssuersRequest) String() string {
 func (*ListIssuersRequest) ProtoMessage() {}
 
 func (x *ListIssuersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_usher_proto_msgTypes[8]
+	mi := &file_usher_v1_usher_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +963,7 @@ func (x *ListIssuersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIssuersRequest.ProtoReflect.Descriptor instead.
 func (*ListIssuersRequest) Descriptor() ([]byte, []int) {
-	return file_usher_v1_usher_proto_rawDescGZIP(), []int{8}
+	return file_usher_v1_usher_proto_rawDescGZIP(), []int{9}
 }
 
 // ListIssuersResponse lists every trusted issuer.
@@ -851,7 +977,7 @@ type ListIssuersResponse struct {
 
 func (x *ListIssuersResponse) Reset() {
 	*x = ListIssuersResponse{}
-	mi := &file_usher_v1_usher_proto_msgTypes[9]
+	mi := &file_usher_v1_usher_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +989,7 @@ func (x *ListIssuersResponse) String() string {
 func (*ListIssuersResponse) ProtoMessage() {}
 
 func (x *ListIssuersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_usher_proto_msgTypes[9]
+	mi := &file_usher_v1_usher_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1002,7 @@ func (x *ListIssuersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIssuersResponse.ProtoReflect.Descriptor instead.
 func (*ListIssuersResponse) Descriptor() ([]byte, []int) {
-	return file_usher_v1_usher_proto_rawDescGZIP(), []int{9}
+	return file_usher_v1_usher_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListIssuersResponse) GetIssuers() []*IssuerStatus {
@@ -916,7 +1042,7 @@ type IssuerStatus struct {
 
 func (x *IssuerStatus) Reset() {
 	*x = IssuerStatus{}
-	mi := &file_usher_v1_usher_proto_msgTypes[10]
+	mi := &file_usher_v1_usher_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1054,7 @@ func (x *IssuerStatus) String() string {
 func (*IssuerStatus) ProtoMessage() {}
 
 func (x *IssuerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_usher_proto_msgTypes[10]
+	mi := &file_usher_v1_usher_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1067,7 @@ func (x *IssuerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssuerStatus.ProtoReflect.Descriptor instead.
 func (*IssuerStatus) Descriptor() ([]byte, []int) {
-	return file_usher_v1_usher_proto_rawDescGZIP(), []int{10}
+	return file_usher_v1_usher_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *IssuerStatus) GetIssuer() string {
@@ -1011,11 +1137,18 @@ var File_usher_v1_usher_proto protoreflect.FileDescriptor
 
 const file_usher_v1_usher_proto_rawDesc = "" +
 	"\n" +
-	"\x14usher/v1/usher.proto\x12\busher.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x01\n" +
+	"\x14usher/v1/usher.proto\x12\busher.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n" +
 	"\x14ValidateTokenRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12+\n" +
 	"\x11expected_audience\x18\x02 \x01(\tR\x10expectedAudience\x12'\n" +
-	"\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\"\x94\x02\n" +
+	"\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\x12\x16\n" +
+	"\x06scheme\x18\x04 \x01(\tR\x06scheme\x12\x1d\n" +
+	"\n" +
+	"dpop_proof\x18\x05 \x01(\tR\tdpopProof\x12\x1f\n" +
+	"\vhttp_method\x18\x06 \x01(\tR\n" +
+	"httpMethod\x12\x19\n" +
+	"\bhttp_uri\x18\a \x01(\tR\ahttpUri\x12:\n" +
+	"\x19client_certificate_sha256\x18\b \x01(\tR\x17clientCertificateSha256\"\x94\x02\n" +
 	"\x15ValidateTokenResponse\x12\x14\n" +
 	"\x05valid\x18\x01 \x01(\bR\x05valid\x12(\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x10.usher.v1.ReasonR\x06reason\x12\x18\n" +
@@ -1033,7 +1166,7 @@ const file_usher_v1_usher_proto_rawDesc = "" +
 	"\tViolation\x12(\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x10.usher.v1.ReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
-	"\bmismatch\x18\x03 \x01(\v2\x12.usher.v1.MismatchR\bmismatch\"\xf3\x03\n" +
+	"\bmismatch\x18\x03 \x01(\v2\x12.usher.v1.MismatchR\bmismatch\"\xaf\x04\n" +
 	"\x06Claims\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1a\n" +
@@ -1052,7 +1185,11 @@ const file_usher_v1_usher_proto_rawDesc = "" +
 	"\n" +
 	"token_type\x18\f \x01(\tR\ttokenType\x12)\n" +
 	"\x03raw\x18\r \x01(\v2\x17.google.protobuf.StructR\x03raw\x12!\n" +
-	"\ftoken_format\x18\x0e \x01(\tR\vtokenFormat\"+\n" +
+	"\ftoken_format\x18\x0e \x01(\tR\vtokenFormat\x12:\n" +
+	"\fconfirmation\x18\x0f \x01(\v2\x16.usher.v1.ConfirmationR\fconfirmation\";\n" +
+	"\fConfirmation\x12\x10\n" +
+	"\x03jkt\x18\x01 \x01(\tR\x03jkt\x12\x19\n" +
+	"\bx5t_s256\x18\x02 \x01(\tR\ax5tS256\"+\n" +
 	"\x13InspectTokenRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\x86\x02\n" +
 	"\x14InspectTokenResponse\x12/\n" +
@@ -1080,7 +1217,7 @@ const file_usher_v1_usher_proto_rawDesc = "" +
 	"last_error\x18\x06 \x01(\tR\tlastError\x12=\n" +
 	"\fnext_refresh\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vnextRefresh\x125\n" +
 	"\x16introspection_endpoint\x18\b \x01(\tR\x15introspectionEndpoint\x128\n" +
-	"\x18introspection_last_error\x18\t \x01(\tR\x16introspectionLastError*\xb0\x03\n" +
+	"\x18introspection_last_error\x18\t \x01(\tR\x16introspectionLastError*\xe4\x03\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fREASON_VALID\x10\x01\x12\x14\n" +
@@ -1098,7 +1235,9 @@ const file_usher_v1_usher_proto_rawDesc = "" +
 	"\x19REASON_INSUFFICIENT_SCOPE\x10\f\x12\x1b\n" +
 	"\x17REASON_KEYS_UNAVAILABLE\x10\r\x12\x13\n" +
 	"\x0fREASON_INACTIVE\x10\x0e\x12\x1d\n" +
-	"\x19REASON_ISSUER_UNAVAILABLE\x10\x0f2\xfb\x01\n" +
+	"\x19REASON_ISSUER_UNAVAILABLE\x10\x0f\x12\x18\n" +
+	"\x14REASON_PROOF_MISSING\x10\x10\x12\x18\n" +
+	"\x14REASON_INVALID_PROOF\x10\x112\xfb\x01\n" +
 	"\fTokenService\x12P\n" +
 	"\rValidateToken\x12\x1e.usher.v1.ValidateTokenRequest\x1a\x1f.usher.v1.ValidateTokenResponse\x12M\n" +
 	"\fInspectToken\x12\x1d.usher.v1.InspectTokenRequest\x1a\x1e.usher.v1.InspectTokenResponse\x12J\n" +
@@ -1117,7 +1256,7 @@ func file_usher_v1_usher_proto_rawDescGZIP() []byte {
 }
 
 var file_usher_v1_usher_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_usher_v1_usher_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_usher_v1_usher_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_usher_v1_usher_proto_goTypes = []any{
 	(Reason)(0),                   // 0: usher.v1.Reason
 	(*ValidateTokenRequest)(nil),  // 1: usher.v1.ValidateTokenRequest
@@ -1125,14 +1264,15 @@ var file_usher_v1_usher_proto_goTypes = []any{
 	(*Mismatch)(nil),              // 3: usher.v1.Mismatch
 	(*Violation)(nil),             // 4: usher.v1.Violation
 	(*Claims)(nil),                // 5: usher.v1.Claims
-	(*InspectTokenRequest)(nil),   // 6: usher.v1.InspectTokenRequest
-	(*InspectTokenResponse)(nil),  // 7: usher.v1.InspectTokenResponse
-	(*KnownAudience)(nil),         // 8: usher.v1.KnownAudience
-	(*ListIssuersRequest)(nil),    // 9: usher.v1.ListIssuersRequest
-	(*ListIssuersResponse)(nil),   // 10: usher.v1.ListIssuersResponse
-	(*IssuerStatus)(nil),          // 11: usher.v1.IssuerStatus
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
+	(*Confirmation)(nil),          // 6: usher.v1.Confirmation
+	(*InspectTokenRequest)(nil),   // 7: usher.v1.InspectTokenRequest
+	(*InspectTokenResponse)(nil),  // 8: usher.v1.InspectTokenResponse
+	(*KnownAudience)(nil),         // 9: usher.v1.KnownAudience
+	(*ListIssuersRequest)(nil),    // 10: usher.v1.ListIssuersRequest
+	(*ListIssuersResponse)(nil),   // 11: usher.v1.ListIssuersResponse
+	(*IssuerStatus)(nil),          // 12: usher.v1.IssuerStatus
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 14: google.protobuf.Struct
 }
 var file_usher_v1_usher_proto_depIdxs = []int32{
 	0,  // 0: usher.v1.ValidateTokenResponse.reason:type_name -> usher.v1.Reason
@@ -1141,28 +1281,29 @@ var file_usher_v1_usher_proto_depIdxs = []int32{
 	4,  // 3: usher.v1.ValidateTokenResponse.violations:type_name -> usher.v1.Violation
 	0,  // 4: usher.v1.Violation.reason:type_name -> usher.v1.Reason
 	3,  // 5: usher.v1.Violation.mismatch:type_name -> usher.v1.Mismatch
-	12, // 6: usher.v1.Claims.expires_at:type_name -> google.protobuf.Timestamp
-	12, // 7: usher.v1.Claims.issued_at:type_name -> google.protobuf.Timestamp
-	12, // 8: usher.v1.Claims.not_before:type_name -> google.protobuf.Timestamp
-	13, // 9: usher.v1.Claims.raw:type_name -> google.protobuf.Struct
-	13, // 10: usher.v1.InspectTokenResponse.header:type_name -> google.protobuf.Struct
-	5,  // 11: usher.v1.InspectTokenResponse.claims:type_name -> usher.v1.Claims
-	0,  // 12: usher.v1.InspectTokenResponse.signature:type_name -> usher.v1.Reason
-	8,  // 13: usher.v1.InspectTokenResponse.audiences:type_name -> usher.v1.KnownAudience
-	11, // 14: usher.v1.ListIssuersResponse.issuers:type_name -> usher.v1.IssuerStatus
-	12, // 15: usher.v1.IssuerStatus.last_refresh:type_name -> google.protobuf.Timestamp
-	12, // 16: usher.v1.IssuerStatus.next_refresh:type_name -> google.protobuf.Timestamp
-	1,  // 17: usher.v1.TokenService.ValidateToken:input_type -> usher.v1.ValidateTokenRequest
-	6,  // 18: usher.v1.TokenService.InspectToken:input_type -> usher.v1.InspectTokenRequest
-	9,  // 19: usher.v1.TokenService.ListIssuers:input_type -> usher.v1.ListIssuersRequest
-	2,  // 20: usher.v1.TokenService.ValidateToken:output_type -> usher.v1.ValidateTokenResponse
-	7,  // 21: usher.v1.TokenService.InspectToken:output_type -> usher.v1.InspectTokenResponse
-	10, // 22: usher.v1.TokenService.ListIssuers:output_type -> usher.v1.ListIssuersResponse
-	20, // [20:23] is the sub-list for method output_type
-	17, // [17:20] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	13, // 6: usher.v1.Claims.expires_at:type_name -> google.protobuf.Timestamp
+	13, // 7: usher.v1.Claims.issued_at:type_name -> google.protobuf.Timestamp
+	13, // 8: usher.v1.Claims.not_before:type_name -> google.protobuf.Timestamp
+	14, // 9: usher.v1.Claims.raw:type_name -> google.protobuf.Struct
+	6,  // 10: usher.v1.Claims.confirmation:type_name -> usher.v1.Confirmation
+	14, // 11: usher.v1.InspectTokenResponse.header:type_name -> google.protobuf.Struct
+	5,  // 12: usher.v1.InspectTokenResponse.claims:type_name -> usher.v1.Claims
+	0,  // 13: usher.v1.InspectTokenResponse.signature:type_name -> usher.v1.Reason
+	9,  // 14: usher.v1.InspectTokenResponse.audiences:type_name -> usher.v1.KnownAudience
+	12, // 15: usher.v1.ListIssuersResponse.issuers:type_name -> usher.v1.IssuerStatus
+	13, // 16: usher.v1.IssuerStatus.last_refresh:type_name -> google.protobuf.Timestamp
+	13, // 17: usher.v1.IssuerStatus.next_refresh:type_name -> google.protobuf.Timestamp
+	1,  // 18: usher.v1.TokenService.ValidateToken:input_type -> usher.v1.ValidateTokenRequest
+	7,  // 19: usher.v1.TokenService.InspectToken:input_type -> usher.v1.InspectTokenRequest
+	10, // 20: usher.v1.TokenService.ListIssuers:input_type -> usher.v1.ListIssuersRequest
+	2,  // 21: usher.v1.TokenService.ValidateToken:output_type -> usher.v1.ValidateTokenResponse
+	8,  // 22: usher.v1.TokenService.InspectToken:output_type -> usher.v1.InspectTokenResponse
+	11, // 23: usher.v1.TokenService.ListIssuers:output_type -> usher.v1.ListIssuersResponse
+	21, // [21:24] is the sub-list for method output_type
+	18, // [18:21] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_usher_proto_init() }
@@ -1176,7 +1317,7 @@ func file_usher_v1_usher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_v1_usher_proto_rawDesc), len(file_usher_v1_usher_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
