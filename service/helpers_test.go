@@ -40,7 +40,8 @@ func checkMismatch(t testing.TB, got, want *service.Mismatch) {
 
 // verified reports whether a verdict with this reason comes from a token whose signature verified.
 func verified(r service.Reason) bool {
-	return r == service.ReasonValid || (r >= service.ReasonWrongTokenType && r <= service.ReasonInsufficientScope)
+	return r == service.ReasonValid || (r >= service.ReasonWrongTokenType && r <= service.ReasonInsufficientScope) ||
+		r == service.ReasonProofMissing || r == service.ReasonInvalidProof
 }
 
 // checkVerdict asserts the reason, and that claims are present exactly when the signature verified.

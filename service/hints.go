@@ -8,7 +8,8 @@ import (
 	"unicode/utf8"
 )
 
-// Every message and hint of a verdict is written here. A message is one
+// Every message and hint of a verdict is written here (those of proofs in
+// proofhints.go). A message is one
 // sentence for a log line; a hint names the fix. Both are written for the
 // holder of the token: they may name issuers, audiences and key ids, never
 // key material or the token itself.
@@ -35,6 +36,7 @@ var malformedHints = [...]string{
 	malformedExtension:     "the token requires a JWS extension usher does not implement; ask the issuer for a token without crit or b64",
 	malformedScope:         "the issuer emits a scope holding a control character, white space other than the single space between scopes, or an invisible character (RFC 6749 §3.3: scopes are visible characters separated by spaces); such a scope could read as two, so the token is refused: fix the scope's name at the issuer",
 	malformedOpaque:        opaqueHint,
+	malformedConfirmation:  "the issuer emits a cnf claim usher cannot read: cnf.jkt (RFC 9449 §6.1) and cnf[\"x5t#S256\"] (RFC 8705 §3.1) are base64url SHA-256 thumbprints of 43 characters; a token whose binding cannot be read is refused rather than taken for a bearer token: fix the issuer's token format",
 }
 
 const opaqueHint = "this is an opaque (reference) access token, not a JWT: usher validates a JWT by its signature, and an opaque token only by asking its issuer (RFC 7662 introspection), which no issuer in usher's config is set up for. " +

@@ -179,7 +179,7 @@ func usableKey(raw json.RawMessage) (*verifyKey, string) {
 	}
 	// RFC 7518 §6.2.2, §6.3.2, §6.4: any of these is private (p or q alone
 	// factors the modulus), whatever a parser makes of the rest.
-	for _, m := range []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"} {
+	for _, m := range privateJWKMembers {
 		if _, ok := members[m]; ok {
 			return nil, fmt.Sprintf("%s holds private key material (%q): the issuer is leaking its signing key", rawName, m)
 		}

@@ -7,7 +7,9 @@ import "time"
 // outside the engine. Its methods run on the request path: they must be
 // fast and safe for concurrent use.
 type Observer interface {
-	// ObserveVerdict is called once per Validate.
+	// ObserveVerdict is called once per verdict of Validate or
+	// ValidateRequest (not when ValidateRequest gives none: the replay
+	// store did not answer).
 	ObserveVerdict(VerdictEvent)
 }
 

@@ -14,17 +14,19 @@ import (
 // signature then run on the answer's claims, with the reasons, mismatch
 // values and hints of a JWT.
 
-// validateOpaque is Validate for an opaque token.
-func (v *Validator) validateOpaque(ctx context.Context, tok string, sum [sha256.Size]byte, audience string, scopes []string) (Verdict, *issuerKeys) {
+// validateOpaque is ValidateRequest for an opaque token. A cnf in the
+// issuer's answer binds the token as it binds a JWT.
+func (v *Validator) validateOpaque(ctx context.Context, tok string, sum [sha256.Size]byte, audience string, scopes []string, p *Request) (Verdict, *issuerKeys, error) {
 	ik, fail := v.route(tok)
 	if fail != nil {
-		return *fail, nil
+		return *fail, nil, nil
 	}
 	a, fail := v.answered(ctx, ik, tok, sum)
 	if fail != nil {
-		return *fail, ik
+		return *fail, ik, nil
 	}
-	return v.verdict(ik, a.t, a.claims, audience, scopes), ik
+	verdict, err := v.verdict(ctx, ik, a.t, a.claims, audience, scopes, p, tok)
+	return verdict, ik, err
 }
 
 // route picks the issuer an opaque token is sent to: the issuer one of

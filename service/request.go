@@ -51,5 +51,8 @@ var ErrProofUnchecked = errors.New("the DPoP replay store did not answer")
 // verdict is given; it wraps ErrProofUnchecked when the proof could not be
 // checked for replay.
 func (v *Validator) ValidateRequest(ctx context.Context, r *Request) (Verdict, error) {
-	return v.Validate(ctx, r.Token, r.Audience, r.Scopes), nil
+	if r == nil {
+		r = &noProof
+	}
+	return v.validateObserved(ctx, r.Token, r.Audience, r.Scopes, r)
 }

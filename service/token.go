@@ -49,6 +49,7 @@ type tokenClaims struct {
 	hasExp, hasNbf, hasIat       bool
 	scopes                       []string
 	hasNonce, hasAtHash          bool
+	cnf                          Confirmation // cnf's jkt and x5t#S256; zero when unbound
 }
 
 // malformedKind says what kind of defect makes a token malformed: hints
@@ -81,6 +82,9 @@ const (
 	malformedScope
 	// malformedOpaque: no JWS at all but an opaque (reference) token.
 	malformedOpaque
+	// malformedConfirmation: a cnf whose jkt or x5t#S256 is no SHA-256
+	// thumbprint.
+	malformedConfirmation
 	// numMalformedKinds counts the kinds above.
 	numMalformedKinds
 )
@@ -395,9 +399,70 @@ func (c *tokenClaims) read(p map[string]any) *malformed {
 	if c.scopes, m = readScopes(p); m != nil {
 		return m
 	}
+	if c.cnf, m = readConfirmation(p); m != nil {
+		return m
+	}
 	_, c.hasNonce = p["nonce"]
 	_, c.hasAtHash = p["at_hash"]
 	return nil
+}
+
+// readConfirmation reads cnf (RFC 7800 §3.1) strictly: a JSON object whose
+// jkt (RFC 9449 §6.1) and x5t#S256 (RFC 8705 §3.1) are base64url SHA-256
+// thumbprints. A token whose binding cannot be read is refused, never taken
+// for a bearer token. Other confirmation methods (jwk, x5t, kid…) are not
+// read: usher checks no proof for them.
+func readConfirmation(p map[string]any) (Confirmation, *malformed) {
+	v, ok := p["cnf"]
+	if !ok {
+		return Confirmation{}, nil
+	}
+	cnf, ok := v.(map[string]any)
+	if !ok {
+		return Confirmation{}, bad(malformedClaimType, "payload", "cnf is %s, not a JSON object (RFC 7800 §3.1)", strictjson.TypeName(v))
+	}
+	jkt, m := thumbprintMember(cnf, "jkt")
+	if m != nil {
+		return Confirmation{}, m
+	}
+	x5t, m := thumbprintMember(cnf, "x5t#S256")
+	if m != nil {
+		return Confirmation{}, m
+	}
+	return Confirmation{JKT: jkt, X5TS256: x5t}, nil
+}
+
+// thumbprintMember reads cnf's member name, a SHA-256 thumbprint; "" when
+// absent.
+func thumbprintMember(cnf map[string]any, name string) (string, *malformed) {
+	v, ok := cnf[name]
+	if !ok {
+		return "", nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", bad(malformedClaimType, "payload", "cnf.%s is %s, not a string", name, strictjson.TypeName(v))
+	}
+	if !isSHA256Thumbprint(s) {
+		return "", bad(malformedConfirmation, "payload", "cnf.%s %q is not a base64url SHA-256 thumbprint (43 characters)", name, clip(s, 64))
+	}
+	return s, nil
+}
+
+// isSHA256Thumbprint reports whether s is the canonical unpadded base64url
+// of 32 bytes. (The decoder skips line breaks: the alphabet is checked
+// first.)
+func isSHA256Thumbprint(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	b, err := b64(s)
+	return err == nil && len(b) == sha256.Size
 }
 
 // readScopes reads scope, a string of scopes separated by SP (RFC 6749

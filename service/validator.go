@@ -27,6 +27,9 @@ type Validator struct {
 	cache     *verifiedCache // nil when turned off
 	observer  Observer       // nil without WithObserver
 
+	replay    ReplayStore   // remembers DPoP proofs' jti
+	iatWindow time.Duration // dpop.iat_window
+
 	introspecting []*issuerKeys // issuers with introspection, in config order; nil when none
 	answers       *answerCache  // introspection answers; nil when caches are off or no issuer introspects
 }
@@ -54,6 +57,9 @@ func NewValidator(ctx context.Context, cfg *Config, opts ...Option) (*Validator,
 		log:      o.log,
 		observer: o.observer,
 		hints:    newHintIndex(cfg),
+
+		replay:    replayStore(&o, cfg.DPoP.ReplayMaxEntries),
+		iatWindow: cfg.DPoP.IATWindow,
 	}
 	if cfg.CacheMaxEntries > 0 {
 		v.cache = newVerifiedCache(cfg.CacheMaxEntries, cfg.CacheMaxBytes)
@@ -116,16 +122,49 @@ func (v *Validator) Audiences() []KnownAudience { return slices.Clone(v.audience
 // Validate checks token for an API whose own audience is audience and which
 // requires every scope in scopes. The token may carry a "Bearer " prefix.
 // An empty (or white space only) audience never matches: it is a caller
-// bug, and fails closed.
+// bug, and fails closed. It is ValidateRequest with no proof: a
+// sender-constrained token is PROOF_MISSING.
 func (v *Validator) Validate(ctx context.Context, token, audience string, scopes []string) Verdict {
+	// Without a proof the replay store is never asked: no error.
+	verdict, _ := v.validateObserved(ctx, token, audience, scopes, &noProof)
+	return verdict
+}
+
+// noProof is the sender-constraint part of Validate's request: none.
+var noProof Request
+
+// validateObserved is Validate and ValidateRequest, told to the observer.
+// token, audience and scopes are passed apart from p (which only the
+// proof's checks read), so that a caller's scopes need not escape to the
+// heap: Validate allocates nothing for a cached bearer token.
+func (v *Validator) validateObserved(ctx context.Context, token, audience string, scopes []string, p *Request) (Verdict, error) {
 	if v.observer == nil {
-		verdict, _ := v.validate(ctx, token, audience, scopes)
-		return verdict
+		verdict, _, err := v.validate(ctx, token, audience, scopes, p)
+		return verdict, err
 	}
 	start := time.Now()
-	verdict, ik := v.validate(ctx, token, audience, scopes)
+	verdict, ik, err := v.validate(ctx, token, audience, scopes, p)
+	if err != nil {
+		return verdict, err // no verdict to observe
+	}
 	v.observer.ObserveVerdict(v.event(&verdict, ik, audience, time.Since(start)))
-	return verdict
+	return verdict, nil
+}
+
+// replayStore is WithReplayStore's store, else the previous validator's
+// in-memory one (a reload must not forget the proofs it has seen), else a
+// new one.
+func replayStore(o *options, maxEntries int) ReplayStore {
+	if o.replay != nil {
+		return o.replay
+	}
+	if o.previous != nil {
+		if m, ok := o.previous.replay.(*MemoryReplayStore); ok {
+			m.setMax(maxEntries)
+			return m
+		}
+	}
+	return NewMemoryReplayStore(maxEntries, o.now)
 }
 
 // event describes a validation to the observer with bounded values only: a
@@ -149,12 +188,13 @@ func (v *Validator) event(verdict *Verdict, ik *issuerKeys, audience string, too
 	return ev
 }
 
-// validate is Validate; it also names the issuer once it is known.
-func (v *Validator) validate(ctx context.Context, token, audience string, scopes []string) (Verdict, *issuerKeys) {
+// validate is ValidateRequest, p holding the proof and the request it was
+// made for; it also names the issuer once it is known.
+func (v *Validator) validate(ctx context.Context, token, audience string, scopes []string, p *Request) (Verdict, *issuerKeys, error) {
 	tok := v.clean(token)
 	if len(tok) > v.maxBytes { // refused unhashed, by its length
 		_, _, _, fail := v.verify(ctx, tok)
-		return *fail, nil
+		return *fail, nil, nil
 	}
 	var sum [sha256.Size]byte // the caches' key
 	if v.cache != nil || v.introspecting != nil {
@@ -164,28 +204,33 @@ func (v *Validator) validate(ctx context.Context, token, audience string, scopes
 	if v.cache != nil {
 		// A verified JWT seen before: no parsing, and no look at its shape.
 		if e := v.cache.get(sum, now); e != nil {
-			return v.verdict(e.ik, e.t, e.claims, audience, scopes), e.ik
+			verdict, err := v.verdict(ctx, e.ik, e.t, e.claims, audience, scopes, p, tok)
+			return verdict, e.ik, err
 		}
 	}
 	if v.introspecting != nil && opaqueShape(tok) {
-		return v.validateOpaque(ctx, tok, sum, audience, scopes)
+		return v.validateOpaque(ctx, tok, sum, audience, scopes, p)
 	}
 	if v.cache != nil {
 		v.cache.missed()
 	}
 	t, ik, k, fail := v.verify(ctx, tok)
 	if fail != nil {
-		return *fail, ik
+		return *fail, ik, nil
 	}
 	until := now.Add(maxCacheAge)
 	if t.claims.hasExp && numericDate(t.claims.exp).Before(until) {
 		until = numericDate(t.claims.exp).Add(ik.cfg.Leeway)
 	}
+	var claims *Claims
 	if v.cache == nil || !until.After(now) { // no cache, or expired already: nothing worth keeping
-		return v.verdict(ik, t, t.toClaims(), audience, scopes), ik
+		claims = t.toClaims()
+	} else {
+		e := v.cache.add(sum, len(tok), t, ik, k, until)
+		t, claims = e.t, e.claims
 	}
-	e := v.cache.add(sum, len(tok), t, ik, k, until)
-	return v.verdict(ik, e.t, e.claims, audience, scopes), ik
+	verdict, err := v.verdict(ctx, ik, t, claims, audience, scopes, p, tok)
+	return verdict, ik, err
 }
 
 // CacheStats reports the verified-token cache's counters (zero when off).
@@ -205,15 +250,24 @@ func (v *Validator) IntrospectionCacheStats() CacheStats {
 	return v.answers.stats()
 }
 
-// verdict runs the checks after the signature on a verified token.
-func (v *Validator) verdict(ik *issuerKeys, t *parsedToken, claims *Claims, audience string, scopes []string) Verdict {
+// verdict runs the checks after the signature on a verified token (or an
+// active introspection answer), the proof (p) of a sender-constrained one
+// among them; tok is the token as validated (a proof's ath is its hash).
+// The error wraps ErrProofUnchecked: there is no verdict.
+func (v *Validator) verdict(ctx context.Context, ik *issuerKeys, t *parsedToken, claims *Claims, audience string, scopes []string, p *Request, tok string) (Verdict, error) {
 	verdict := Verdict{Reason: ReasonValid, Message: "token is valid", Claims: claims}
 	verdict.Violations = v.checkClaims(ik, t, audience, scopes)
+	// A bearer token sent as Bearer, the hot path, costs two tests here.
+	if claims.Confirmation.Bound() || dpopScheme(p.Scheme) {
+		if err := v.checkSender(ctx, &verdict, p, tok); err != nil {
+			return Verdict{}, err
+		}
+	}
 	if len(verdict.Violations) > 0 {
 		first := verdict.Violations[0]
 		verdict.Reason, verdict.Message, verdict.Hint, verdict.Mismatch = first.Reason, first.Message, first.Hint, first.Mismatch
 	}
-	return verdict
+	return verdict, nil
 }
 
 // Inspect decodes any token and says whether a trusted key verifies it and
@@ -476,7 +530,7 @@ func (t *parsedToken) toClaims() *Claims {
 		Issuer: c.iss, Subject: c.sub, Audience: c.aud, Scopes: c.scopes,
 		ClientID: c.clientID, JWTID: c.jti,
 		KeyID: t.kid, Algorithm: t.alg, TokenType: t.typ, TokenFormat: "jwt",
-		Raw: t.payload,
+		Confirmation: c.cnf, Raw: t.payload,
 	}
 	if out.ClientID == "" {
 		out.ClientID = c.azp

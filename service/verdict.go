@@ -10,8 +10,9 @@ type Reason int32
 
 // The reasons. The checks run in the order MALFORMED, UNSUPPORTED_ALGORITHM,
 // UNTRUSTED_ISSUER, UNKNOWN_KEY or KEYS_UNAVAILABLE, INVALID_SIGNATURE, then,
-// on a token whose signature verified, WRONG_TOKEN_TYPE, EXPIRED,
-// NOT_YET_VALID, MISSING_CLAIM, AUDIENCE_MISMATCH, INSUFFICIENT_SCOPE.
+// on a token whose signature verified, WRONG_TOKEN_TYPE, PROOF_MISSING or
+// INVALID_PROOF, EXPIRED, NOT_YET_VALID, MISSING_CLAIM, AUDIENCE_MISMATCH,
+// INSUFFICIENT_SCOPE.
 const (
 	ReasonUnspecified          Reason = 0
 	ReasonValid                Reason = 1

@@ -1,8 +1,9 @@
 // Package testkit is what usher's tests share: a bounded context, a clock
-// the test moves, signing keys and tokens signed with them, a JWKS issuer on
-// loopback whose answers the test controls, the dev-issuer engine fixture (a
-// real engine, optionally behind a real gRPC listener on 127.0.0.1) and a log
-// sink safe for concurrent writes. It is imported by tests only.
+// the test moves, signing keys and tokens signed with them, DPoP proofs, a
+// JWKS issuer on loopback whose answers the test controls, the dev-issuer
+// engine fixture (a real engine, optionally behind a real gRPC listener on
+// 127.0.0.1) and a log sink safe for concurrent writes. It is imported by
+// tests only.
 package testkit
 
 import (
