@@ -185,7 +185,8 @@ func shadows(a, b Route) bool {
 type target struct {
 	audience string
 	scopes   []string
-	route    int // index in Config.Routes; -1 for a context extension
+	route    int    // index in Config.Routes; -1 for a context extension
+	path     string // the request path in normal form, without query: DPoP's htu
 }
 
 // resolve picks the audience: the usher_audience context extension, else
@@ -205,7 +206,7 @@ func (c *Config) resolve(ext map[string]string, host, path string) (t target, re
 			// Envoy chose the route on this path; the upstream may resolve it elsewhere.
 			return t, ReasonAmbiguousPath, ambiguous(path, fmt.Sprintf("Envoy routed it as sent, but its normal form is %q, which may be served by another route", clipPath(np.path)))
 		}
-		return target{audience: aud, scopes: strings.Fields(ext[ContextScopes]), route: -1}, "", ""
+		return target{audience: aud, scopes: strings.Fields(ext[ContextScopes]), route: -1, path: np.path}, "", ""
 	}
 	i := c.match(host, np.path)
 	if asSent := c.match(host, pathOnly(path)); asSent != i {
@@ -215,7 +216,7 @@ func (c *Config) resolve(ext map[string]string, host, path string) (t target, re
 		return t, ReasonNoRoute, fmt.Sprintf("no route of usher's ext_authz configuration matches host %q path %q, and Envoy set no %s context extension; usher denies what it cannot map to an audience", service.Printable(host), service.Printable(np.path), ContextAudience)
 	}
 	r := c.Routes[i]
-	return target{audience: r.Audience, scopes: r.RequiredScopes, route: i}, "", ""
+	return target{audience: r.Audience, scopes: r.RequiredScopes, route: i, path: np.path}, "", ""
 }
 
 // match is the index of the first route matching host and path, or -1.

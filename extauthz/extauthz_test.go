@@ -367,8 +367,8 @@ func TestCheck(t *testing.T) {
 		req:  request{host: "users.example.com", path: "/", headers: map[string]string{"authorization": "Basic dXNlcjpwYXNz"}},
 		denied: &wantDenied{
 			code: codes.Unauthenticated, http: 401, reason: "INVALID_CREDENTIALS",
-			challenge:    `Bearer realm="api/users", error="invalid_request", error_description="authorization scheme 'Basic': this API takes Bearer tokens"`,
-			message:      `authorization scheme "Basic": this API takes Bearer tokens`,
+			challenge:    `Bearer realm="api/users", error="invalid_request", error_description="authorization scheme 'Basic': this API takes Bearer or DPoP tokens"`,
+			message:      `authorization scheme "Basic": this API takes Bearer or DPoP tokens`,
 			hintContains: "exactly one",
 		},
 	}, {
@@ -651,8 +651,8 @@ func TestCheckOptions(t *testing.T) {
 // fakeValidator answers a fixed verdict, for reasons the real engine cannot produce on demand.
 type fakeValidator struct{ v service.Verdict }
 
-func (f fakeValidator) Validate(context.Context, string, string, []string) service.Verdict {
-	return f.v
+func (f fakeValidator) ValidateRequest(context.Context, *service.Request) (service.Verdict, error) {
+	return f.v, nil
 }
 
 func TestCheckUnknownReasonFailsClosed(t *testing.T) {
@@ -679,8 +679,10 @@ func TestCheckUnknownReasonFailsClosed(t *testing.T) {
 // and wants the answer the reason table gives, so that ext_authz cannot
 // drift from it: INSUFFICIENT_SCOPE is 403 insufficient_scope with the
 // required scopes, KEYS_UNAVAILABLE 503 under its own name, a reason the
-// table does not know (or UNSPECIFIED) 503 VALIDATION_UNAVAILABLE, every
-// other token reason 401 invalid_token. VALID is the allow path.
+// table does not know (or UNSPECIFIED) 503 VALIDATION_UNAVAILABLE,
+// PROOF_MISSING 401 invalid_token and INVALID_PROOF 401 invalid_dpop_proof
+// with a DPoP challenge (even to a Bearer request), every other token
+// reason 401 invalid_token. VALID is the allow path.
 func TestCheckFollowsTheReasonTable(t *testing.T) {
 	all := []int32{-1, 99}
 	for n := range usherv1.Reason_name {
@@ -703,6 +705,7 @@ func TestCheckFollowsTheReasonTable(t *testing.T) {
 
 			// What the package doc promises, written out, not read from the table.
 			_, known := reasons.Of(r)
+			scheme := "Bearer"
 			want := wantDenied{code: codes.Unauthenticated, http: 401, reason: reasons.Name(r), message: message, hintContains: hint}
 			bearerError := reasons.InvalidToken
 			switch {
@@ -713,8 +716,15 @@ func TestCheckFollowsTheReasonTable(t *testing.T) {
 				want.code, want.http, want.reason, bearerError = codes.Unavailable, 503, reasons.Name(r), ""
 			case r == usherv1.Reason_REASON_INSUFFICIENT_SCOPE:
 				want.code, want.http, want.reason, bearerError = codes.PermissionDenied, 403, "INSUFFICIENT_SCOPE", reasons.InsufficientScope
+			case r == usherv1.Reason_REASON_PROOF_MISSING:
+				scheme = "DPoP"
+			case r == usherv1.Reason_REASON_INVALID_PROOF:
+				scheme, bearerError = "DPoP", "invalid_dpop_proof"
 			}
 			want.challenge = `Bearer realm="api/users"`
+			if scheme == "DPoP" {
+				want.challenge = `DPoP algs="` + strings.Join(service.DPoPAlgorithms, " ") + `"`
+			}
 			if bearerError != "" {
 				want.challenge += fmt.Sprintf(`, error=%q, error_description=%q`, bearerError, want.message)
 				if bearerError == reasons.InsufficientScope {
@@ -723,8 +733,8 @@ func TestCheckFollowsTheReasonTable(t *testing.T) {
 			}
 
 			// The same, from the table.
-			if rule := reasons.Deny(r); rule.Code != want.code || rule.HTTPStatus != want.http || rule.BearerError != bearerError {
-				t.Errorf("the reason table says %v/%d %q, ext_authz's doc says %v/%d %q", rule.Code, rule.HTTPStatus, rule.BearerError, want.code, want.http, bearerError)
+			if rule := reasons.Deny(r); rule.Code != want.code || rule.HTTPStatus != want.http || rule.BearerError != bearerError || (rule.Challenge == reasons.DPoP) != (scheme == "DPoP") {
+				t.Errorf("the reason table says %v/%d %q %q, ext_authz's doc says %v/%d %q %s", rule.Code, rule.HTTPStatus, rule.BearerError, rule.Challenge, want.code, want.http, bearerError, scheme)
 			}
 			assertDenied(t, resp, want)
 		})

@@ -23,8 +23,10 @@ import (
 )
 
 // Validator is the engine the server asks; *service.Validator satisfies it.
+// The error means no verdict could be given (the DPoP replay store did not
+// answer): the request is denied 503.
 type Validator interface {
-	Validate(ctx context.Context, token, audience string, scopes []string) service.Verdict
+	ValidateRequest(ctx context.Context, r *service.Request) (service.Verdict, error)
 }
 
 var _ Validator = (*service.Validator)(nil)
@@ -50,6 +52,13 @@ const (
 	// ReasonValidationUnavailable: the engine answered with a reason this
 	// server does not know (503, fail closed).
 	ReasonValidationUnavailable = "VALIDATION_UNAVAILABLE"
+	// ReasonProofUnchecked: the engine could not check a DPoP proof for
+	// replay (its replay store did not answer), so it gave no verdict (503,
+	// fail closed).
+	ReasonProofUnchecked = "PROOF_UNCHECKED"
+	// ReasonInvalidClientCertificate: Envoy reported a client certificate
+	// (source.certificate) that is not a URL-encoded PEM certificate (401).
+	ReasonInvalidClientCertificate = "INVALID_CLIENT_CERTIFICATE"
 )
 
 // maxDescription caps error_description in WWW-Authenticate.
@@ -128,30 +137,84 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		realm = t.audience
 	}
 
-	token, d := bearer(h["authorization"], t.audience)
+	r, cred, d := readRequest(attrs, h, t, host)
+	if cred.dpop() {
+		logAttrs = append(logAttrs, slog.String("scheme", cred.scheme)) // never the proof: it carries a key
+	}
 	if d != nil {
-		d.realm = realm
+		d.realm, d.dpop = realm, d.dpop || cred.dpop()
 		s.logDecision(ctx, slog.LevelInfo, start, d.reason, logAttrs)
 		return s.deny(*d), nil
 	}
-	logAttrs = append(logAttrs, slog.String("token", service.TokenID(token)))
+	logAttrs = append(logAttrs, slog.String("token", service.TokenID(r.Token)))
 
-	v := s.v.Validate(ctx, token, t.audience, t.scopes)
+	v, err := s.v.ValidateRequest(ctx, r)
+	if err != nil {
+		d := uncheckedDenial(realm)
+		s.logDecision(ctx, slog.LevelWarn, start, d.reason, append(logAttrs, slog.String("error", cause(err))))
+		return s.deny(d), nil
+	}
 	if v.Claims != nil {
 		logAttrs = append(logAttrs, slog.String("issuer", service.Printable(v.Claims.Issuer)), slog.String("kid", service.Printable(v.Claims.KeyID)))
 	}
 	if !v.Valid() {
 		s.logDecision(ctx, slog.LevelInfo, start, v.Reason.String(), logAttrs)
-		return s.deny(verdictDenial(&v, realm, t.scopes)), nil
+		d := verdictDenial(&v, realm, t.scopes)
+		d.dpop = d.dpop || cred.dpop()
+		return s.deny(d), nil
 	}
 	resp, d := s.allow(&v, t, h)
 	if d != nil {
-		d.realm = realm
+		d.realm, d.dpop = realm, cred.dpop()
 		s.logDecision(ctx, slog.LevelWarn, start, d.reason, append(logAttrs, slog.String("detail", d.message)))
 		return s.deny(*d), nil
 	}
 	s.logDecision(ctx, slog.LevelDebug, start, service.ReasonValid.String(), logAttrs)
 	return resp, nil
+}
+
+// readRequest reads what the engine needs from Envoy's report: the
+// credential, the DPoP proof and the request it must be made for (method,
+// and the URI from the scheme, host and path in normal form), and the
+// client certificate's thumbprint. The credential is returned with a
+// denial too, once read, so that the challenge follows its scheme.
+func readRequest(attrs *authv3.AttributeContext, h headers, t target, host string) (*service.Request, credential, *denial) {
+	cred, d := readCredential(h["authorization"], t.audience)
+	if d != nil {
+		return nil, cred, d
+	}
+	proof, d := readProof(h["dpop"])
+	if d != nil {
+		return nil, cred, d
+	}
+	hr := attrs.GetRequest().GetHttp()
+	htu := targetURI(hr.GetScheme(), host, t.path)
+	if proof != "" && htu == "" {
+		return nil, cred, proofDenial(fmt.Sprintf("usher cannot build the URI the proof must name from Envoy's scheme %q and host %q", service.Printable(hr.GetScheme()), service.Printable(host)))
+	}
+	x5t, d := certThumbprint(attrs.GetSource().GetCertificate())
+	if d != nil {
+		return nil, cred, d
+	}
+	method := hr.GetMethod()
+	if method == "" {
+		method = h.first(":method")
+	}
+	return &service.Request{
+		Token: cred.token, Audience: t.audience, Scopes: t.scopes,
+		Scheme: cred.scheme, DPoPProof: proof, HTTPMethod: method, HTTPURI: htu, ClientCertificateSHA256: x5t,
+	}, cred, nil
+}
+
+// uncheckedDenial: the engine gave no verdict (503, fail closed). The
+// cause (the replay store's error) stays in usher's log.
+func uncheckedDenial(realm string) denial {
+	return denial{
+		code: codes.Unavailable, http: typev3.StatusCode_ServiceUnavailable, reason: ReasonProofUnchecked, realm: realm, dpop: true,
+		message: "usher could not check the DPoP proof against its replay store, so it gives no verdict",
+		hint: "not the token's or the proof's fault: retry after a backoff with a fresh proof; bearer tokens are unaffected. " +
+			"Operator: check that usher's dpop.replay_store (Redis or Valkey) is up and reachable from usher; usher's log has the error",
+	}
 }
 
 // routeDenial: the request maps to no audience (403 NO_ROUTE) or its path
@@ -249,7 +312,8 @@ type denial struct {
 	http        typev3.StatusCode
 	reason      string
 	realm       string // empty: no WWW-Authenticate
-	bearerError string // RFC 6750 error attribute, if any
+	dpop        bool   // a DPoP challenge (RFC 9449 §7.1) rather than Bearer
+	bearerError string // RFC 6750 (or RFC 9449) error attribute, if any
 	scope       string // RFC 6750 scope attribute (insufficient_scope)
 	message     string
 	hint        string
@@ -257,14 +321,17 @@ type denial struct {
 
 // verdictDenial maps a verdict through the reason table, as the interceptors
 // do: INSUFFICIENT_SCOPE is 403, KEYS_UNAVAILABLE and ISSUER_UNAVAILABLE (or
-// a reason this server does not know) 503, every other reason (INACTIVE
-// included) 401 invalid_token.
+// a reason this server does not know) 503, INVALID_PROOF 401
+// invalid_dpop_proof, every other reason (INACTIVE and PROOF_MISSING
+// included) 401 invalid_token; PROOF_MISSING and INVALID_PROOF with a DPoP
+// challenge.
 func verdictDenial(v *service.Verdict, realm string, required []string) denial {
 	r := usherv1.Reason(v.Reason)
 	rule := reasons.Deny(r)
 	d := denial{
 		code: rule.Code, http: typev3.StatusCode(rule.HTTPStatus), reason: reasons.Name(r),
 		realm: realm, bearerError: rule.BearerError, message: v.Message, hint: v.Hint,
+		dpop: rule.Challenge == reasons.DPoP,
 	}
 	if rule.BearerError == reasons.InsufficientScope {
 		d.scope = strings.Join(required, " ")
@@ -286,6 +353,9 @@ func (s *Server) deny(d denial) *authv3.CheckResponse {
 	var hs []*corev3.HeaderValueOption
 	if d.realm != "" {
 		chal := fmt.Sprintf("Bearer realm=%q", quoteSafe(d.realm))
+		if d.dpop { // RFC 9449 §7.1, as the interceptors write it
+			chal = fmt.Sprintf("%s algs=%q", reasons.DPoP, proofAlgs)
+		}
 		if d.bearerError != "" {
 			chal += fmt.Sprintf(", error=%q", d.bearerError)
 			if message != "" {
@@ -355,40 +425,14 @@ func (h headers) first(k string) string {
 	return ""
 }
 
-// bearer reads exactly one "Bearer <token>" credential.
-func bearer(vals []string, audience string) (string, *denial) {
-	var all []string
-	for _, v := range vals {
-		all = append(all, strings.Split(v, ",")...) // a token68 holds no comma: a comma joins several values
+// cause is the engine's error, printable and short: the text after
+// ErrProofUnchecked's, which the reason already says.
+func cause(err error) string {
+	s := err.Error()
+	if _, after, ok := strings.Cut(s, service.ErrProofUnchecked.Error()+": "); ok && after != "" {
+		s = after
 	}
-	invalid := func(why string) (string, *denial) {
-		return "", &denial{
-			code: codes.Unauthenticated, http: typev3.StatusCode_Unauthorized, reason: ReasonInvalidCredentials,
-			bearerError: "invalid_request", message: why,
-			hint: "send exactly one header: authorization: Bearer <access token>",
-		}
-	}
-	switch {
-	case len(all) == 0:
-		return "", &denial{
-			code: codes.Unauthenticated, http: typev3.StatusCode_Unauthorized, reason: ReasonMissingCredentials,
-			message: "no authorization header: send \"authorization: Bearer <access token>\"",
-			hint:    "request an access token with audience " + audience + " from the issuer and send it as a Bearer token",
-		}
-	case len(all) > 1:
-		return invalid(fmt.Sprintf("%d authorization values: send exactly one", len(all)))
-	}
-	scheme, tok, _ := strings.Cut(strings.TrimSpace(all[0]), " ")
-	tok = strings.TrimSpace(tok)
-	switch {
-	case !strings.EqualFold(scheme, "bearer"):
-		return invalid(fmt.Sprintf("authorization scheme %q: this API takes Bearer tokens", service.Printable(scheme)))
-	case tok == "":
-		return invalid("empty bearer token")
-	case strings.ContainsAny(tok, " \t"):
-		return invalid("the bearer token holds white space: send exactly one token after \"Bearer \"")
-	}
-	return tok, nil
+	return service.Printable(s)
 }
 
 func pathOnly(p string) string {

@@ -19,9 +19,10 @@ import (
 const MaxCallTime = 10 * time.Second
 
 // MaxRecvMsgSize is the largest request usher reads: a token of
-// maxTokenBytes (the engine's max_token_bytes) plus room for the audience
+// maxTokenBytes (the engine's max_token_bytes) plus room for a DPoP proof
+// and URI at their limits (MaxProofBytes, MaxURIBytes) and for the audience
 // and scopes.
-func MaxRecvMsgSize(maxTokenBytes int) int { return maxTokenBytes + 16<<10 }
+func MaxRecvMsgSize(maxTokenBytes int) int { return maxTokenBytes + sizedFieldsBytes }
 
 // LimitInFlight sheds load: beyond max concurrent calls it answers
 // RESOURCE_EXHAUSTED at once rather than queuing without bound, and it gives

@@ -94,9 +94,10 @@ func (s *Server) FlushLog(ctx context.Context) { s.sampler.FlushAll(ctx) }
 // Current is the validator in service.
 func (s *Server) Current() *service.Validator { return s.v.Load() }
 
-// Validate runs the current validator, for other front ends (ext_authz).
-func (s *Server) Validate(ctx context.Context, token, audience string, scopes []string) service.Verdict {
-	return s.v.Load().Validate(ctx, token, audience, scopes)
+// ValidateRequest runs the current validator, for other front ends
+// (ext_authz). The error is the engine's: no verdict (fail closed).
+func (s *Server) ValidateRequest(ctx context.Context, r *service.Request) (service.Verdict, error) {
+	return s.v.Load().ValidateRequest(ctx, r)
 }
 
 // Register serves TokenService, grpc.health.v1.Health and server reflection
@@ -139,25 +140,44 @@ func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRe
 		}
 		return nil, status.Error(codes.InvalidArgument, "expected_audience is "+what+": pass the audience your own API answers to (e.g. api/invoices); usher never skips the audience check")
 	}
+	r, err := engineRequest(req)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
-	v := s.v.Load().Validate(ctx, req.GetToken(), req.GetExpectedAudience(), req.GetRequiredScopes())
+	v, err := s.v.Load().ValidateRequest(ctx, r)
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, validateMsg, append(logAttrs("PROOF_UNCHECKED", req, start), slog.String("error", cause(err)))...)
+		return nil, unchecked(err)
+	}
 	level := slog.LevelDebug // rejections are worth an Info line, valid tokens are not
 	if !v.Valid() {
 		level = slog.LevelInfo
 	}
 	if s.log.Enabled(ctx, level) {
-		attrs := []slog.Attr{
-			slog.String("reason", v.Reason.String()),
-			slog.String("token", service.TokenID(req.GetToken())),
-			slog.String("audience", service.Printable(req.GetExpectedAudience())),
-			slog.Duration("took", time.Since(start)),
-		}
+		attrs := logAttrs(v.Reason.String(), req, start)
 		if v.Claims != nil {
 			attrs = append(attrs, slog.String("issuer", v.Claims.Issuer), slog.String("kid", service.Printable(v.Claims.KeyID)))
 		}
 		s.log.LogAttrs(ctx, level, validateMsg, attrs...)
 	}
 	return verdictProto(&v), nil
+}
+
+// logAttrs identify a call in the log: the token by its TokenID, and of
+// the proof only the scheme (a proof carries a key and is a credential for
+// the iat window).
+func logAttrs(reason string, req *usherv1.ValidateTokenRequest, start time.Time) []slog.Attr {
+	attrs := []slog.Attr{
+		slog.String("reason", reason),
+		slog.String("token", service.TokenID(req.GetToken())),
+		slog.String("audience", service.Printable(req.GetExpectedAudience())),
+		slog.Duration("took", time.Since(start)),
+	}
+	if sc := req.GetScheme(); sc != "" {
+		attrs = append(attrs, slog.String("scheme", sc)) // checked: Bearer or DPoP in some case
+	}
+	return attrs
 }
 
 // InspectToken implements usher.v1.TokenService.
@@ -235,21 +255,29 @@ func claimsProto(c *service.Claims) *usherv1.Claims {
 
 func convertClaims(c *service.Claims) *usherv1.Claims {
 	return &usherv1.Claims{
-		Issuer:      c.Issuer,
-		Subject:     c.Subject,
-		Audience:    c.Audience,
-		Scopes:      c.Scopes,
-		ClientId:    c.ClientID,
-		ExpiresAt:   timestampOrNil(c.ExpiresAt),
-		IssuedAt:    timestampOrNil(c.IssuedAt),
-		NotBefore:   timestampOrNil(c.NotBefore),
-		JwtId:       c.JWTID,
-		KeyId:       c.KeyID,
-		Algorithm:   c.Algorithm,
-		TokenType:   c.TokenType,
-		TokenFormat: c.TokenFormat,
-		Raw:         structOrNil(c.Raw),
+		Issuer:       c.Issuer,
+		Subject:      c.Subject,
+		Audience:     c.Audience,
+		Scopes:       c.Scopes,
+		ClientId:     c.ClientID,
+		ExpiresAt:    timestampOrNil(c.ExpiresAt),
+		IssuedAt:     timestampOrNil(c.IssuedAt),
+		NotBefore:    timestampOrNil(c.NotBefore),
+		JwtId:        c.JWTID,
+		KeyId:        c.KeyID,
+		Algorithm:    c.Algorithm,
+		TokenType:    c.TokenType,
+		TokenFormat:  c.TokenFormat,
+		Raw:          structOrNil(c.Raw),
+		Confirmation: confirmationProto(c.Confirmation),
 	}
+}
+
+func confirmationProto(c service.Confirmation) *usherv1.Confirmation {
+	if !c.Bound() {
+		return nil
+	}
+	return &usherv1.Confirmation{Jkt: c.JKT, X5TS256: c.X5TS256}
 }
 
 func timestampOrNil(t time.Time) *timestamppb.Timestamp {

@@ -13,6 +13,13 @@
 //	  -d '{"token":"…","expected_audience":"api/users"}' \
 //	  http://127.0.0.1:8080/usher.v1.TokenService/ValidateToken
 //
+// A DPoP-bound token (RFC 9449) is asked about with the request it came
+// with: "scheme":"DPoP", "dpopProof" (the DPoP header), "httpMethod" and
+// "httpUri" (without query); a certificate-bound one (RFC 8705) with
+// "clientCertificateSha256". When usher cannot check a proof for replay
+// (its replay store does not answer) the answer is an error, never a
+// verdict: {"code":"unavailable"}, HTTP 503.
+//
 // The Content-Type header is required: without it curl -d sends a form type
 // and the answer is 415. A request message above MaxRequestBytes is refused
 // with resource_exhausted (HTTP 429).

@@ -21,11 +21,11 @@ import (
 const (
 	// MaxRequestBytes is the default limit on one request message (after
 	// decompression): a token of the default max_token_bytes (16 KiB) with
-	// ample room for the audience and scopes. A larger message is refused
-	// with resource_exhausted (HTTP 429) before it is decoded. Pass
-	// connect.WithReadMaxBytes to Handler to change it, e.g. to
-	// max_token_bytes + 16 KiB when max_token_bytes is raised, as the gRPC
-	// listener allows.
+	// room for a DPoP proof and URI at their limits, the audience and
+	// scopes. A larger message is refused with resource_exhausted (HTTP
+	// 429) before it is decoded. Pass connect.WithReadMaxBytes to Handler
+	// to change it, e.g. to grpcapi.MaxRecvMsgSize(max_token_bytes) when
+	// max_token_bytes is raised, as the gRPC listener allows.
 	MaxRequestBytes = 64 << 10
 
 	// MaxBodyBytes caps the raw request body whatever the options: nothing

@@ -41,6 +41,7 @@ import (
 // HTTP listener.
 type fixture struct {
 	ctx      context.Context
+	clock    *testkit.Clock // the engine's
 	iss      *devissuer.Issuer
 	down     *devissuer.Issuer
 	v        *service.Validator
@@ -61,6 +62,7 @@ func newFixture(t *testing.T) *fixture {
 	addr := serveHTTP(t, httpapi.Handler(grpcapi.NewServer(e.Validator, nil)))
 	return &fixture{
 		ctx:      testkit.Context(t),
+		clock:    clock,
 		iss:      e.Issuer,
 		down:     e.Down,
 		v:        e.Validator,
