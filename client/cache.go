@@ -33,7 +33,10 @@ type CacheStats struct {
 // token's exp nor maxTTL. Only answers the reason table marks cacheable are
 // kept: not those that can change without the token changing (e.g.
 // KEYS_UNAVAILABLE, UNKNOWN_KEY after a rotation), not an answer that fails
-// closed, and never a transport error.
+// closed, and never a transport error. Nor the answer for a sender-
+// constrained token (claims with a confirmation) nor one for a call that
+// carried a proof or a client certificate: the interceptor does not ask the
+// cache for those.
 // Concurrent identical misses share one call.
 type verdictCache struct {
 	entries *lru.Cache[cacheKey, cacheEntry]
@@ -122,7 +125,9 @@ func (c *verdictCache) fetch(ctx context.Context, key cacheKey, fetch func(conte
 }
 
 func (c *verdictCache) store(key cacheKey, resp *usherv1.ValidateTokenResponse) {
-	if !ruleOf(resp).Cacheable {
+	// A bound token (claims with cnf) is good only with its proof or
+	// certificate, which a later call with the same token may lack.
+	if !ruleOf(resp).Cacheable || resp.GetClaims().GetConfirmation() != nil {
 		return
 	}
 	now := c.now()

@@ -129,6 +129,16 @@ func (c *Client) Validate(ctx context.Context, token, audience string, scopes []
 	return c.stub.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: token, ExpectedAudience: audience, RequiredScopes: scopes})
 }
 
+// ValidateRequest asks usher about a whole request: for a
+// sender-constrained token, with the scheme it came with, its DPoP proof,
+// the method and URI the proof is for and the caller's client certificate
+// thumbprint (contract §8). The request's fields are sent as they are.
+func (c *Client) ValidateRequest(ctx context.Context, req *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	return c.stub.ValidateToken(ctx, req)
+}
+
 // Inspect asks usher to decode and diagnose a token.
 func (c *Client) Inspect(ctx context.Context, token string) (*usherv1.InspectTokenResponse, error) {
 	ctx, cancel := c.withTimeout(ctx)

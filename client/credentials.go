@@ -39,6 +39,7 @@ type AudienceCredentials struct {
 	audienceFor AudienceFunc
 	sources     map[string]oauth2.TokenSource
 	insecure    bool
+	dpop        *DPoPSigner
 }
 
 // CredentialsOption configures AudienceCredentials.
@@ -48,6 +49,16 @@ type CredentialsOption func(*AudienceCredentials)
 // addresses only (development and tests).
 func InsecureAllowLoopback() CredentialsOption {
 	return func(c *AudienceCredentials) { c.insecure = true }
+}
+
+// WithDPoP sends each token as a DPoP-bound one (RFC 9449): "authorization:
+// DPoP <token>" and a "dpop" proof signed with signer, fresh for every
+// call, for POST to https://{authority}/{package.Service}/{Method} (http://
+// without TLS). The sources must give tokens bound to signer's key
+// (DPoPClientCredentialsSources); a token of type Bearer is refused here
+// rather than sent where the issuer did not bind it.
+func WithDPoP(signer *DPoPSigner) CredentialsOption {
+	return func(c *AudienceCredentials) { c.dpop = signer }
 }
 
 // NewAudienceCredentials picks, per call, the audience with audienceFor and
@@ -72,16 +83,22 @@ func NewAudienceCredentials(audienceFor AudienceFunc, sources map[string]oauth2.
 func ClientCredentialsSources(ctx context.Context, cfg clientcredentials.Config, audiences ...string) map[string]oauth2.TokenSource {
 	out := make(map[string]oauth2.TokenSource, len(audiences))
 	for _, aud := range audiences {
-		c := cfg
-		c.EndpointParams = url.Values{}
-		for k, v := range cfg.EndpointParams {
-			c.EndpointParams[k] = append([]string(nil), v...)
-		}
-		c.EndpointParams.Set("audience", aud)
-		c.EndpointParams.Set("resource", aud)
+		c := audienceConfig(cfg, aud)
 		out[aud] = oauth2.ReuseTokenSource(nil, c.TokenSource(ctx))
 	}
 	return out
+}
+
+// audienceConfig is cfg asking for aud, with its own copy of the parameters.
+func audienceConfig(cfg clientcredentials.Config, aud string) clientcredentials.Config {
+	c := cfg
+	c.EndpointParams = url.Values{}
+	for k, v := range cfg.EndpointParams {
+		c.EndpointParams[k] = append([]string(nil), v...)
+	}
+	c.EndpointParams.Set("audience", aud)
+	c.EndpointParams.Set("resource", aud)
+	return c
 }
 
 // GetRequestMetadata implements credentials.PerRPCCredentials.
@@ -110,7 +127,37 @@ func (c *AudienceCredentials) GetRequestMetadata(ctx context.Context, uri ...str
 	if err != nil {
 		return nil, fmt.Errorf("usher credentials: token for audience %s: %w", aud, err)
 	}
-	return map[string]string{"authorization": "Bearer " + tok.AccessToken}, nil
+	dpopType := strings.EqualFold(tok.TokenType, "DPoP")
+	if c.dpop == nil {
+		if dpopType {
+			return nil, fmt.Errorf("usher credentials: the token for audience %s is DPoP-bound (token_type DPoP): add WithDPoP(signer) so that each call carries its proof", aud)
+		}
+		return map[string]string{"authorization": "Bearer " + tok.AccessToken}, nil
+	}
+	if !dpopType && tok.TokenType != "" {
+		return nil, fmt.Errorf("usher credentials: the token for audience %s has token_type %q, not DPoP: the issuer did not bind it to the proof key (use DPoPClientCredentialsSources; is DPoP enabled for this client?)", aud, printable(tok.TokenType))
+	}
+	return c.dpopMetadata(ri, uri, tok.AccessToken)
+}
+
+// dpopMetadata is the DPoP authorization and a fresh proof for this call.
+// grpc-go passes uri as "https://{authority}/{package.Service}", whatever
+// the transport, with ":443" dropped: the scheme comes from the connection
+// instead, as the interceptor sees it.
+func (c *AudienceCredentials) dpopMetadata(ri credentials.RequestInfo, uri []string, token string) (map[string]string, error) {
+	if len(uri) == 0 {
+		return nil, errors.New("usher credentials: no URI from grpc-go to make the DPoP proof for")
+	}
+	u, err := url.Parse(uri[0])
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("usher credentials: grpc-go's URI %q has no authority to make the DPoP proof for", uri[0])
+	}
+	_, isTLS := ri.AuthInfo.(credentials.TLSInfo)
+	proof, err := c.dpop.Proof("POST", grpcHTU(isTLS, u.Host, ri.Method), token)
+	if err != nil {
+		return nil, fmt.Errorf("usher credentials: %w", err)
+	}
+	return map[string]string{"authorization": "DPoP " + token, "dpop": proof}, nil
 }
 
 // RequireTransportSecurity implements credentials.PerRPCCredentials.

@@ -11,7 +11,7 @@
 //
 // The interceptors (go-grpc-middleware/v2 auth, with selector skipping
 // health and reflection by exact full method name) read exactly one
-// "authorization: Bearer <token>" value, ask usher with the service's own
+// "authorization: Bearer <token>" (or DPoP, below) value, ask usher with the service's own
 // audience and the method's required scopes, and answer:
 //
 //	valid                           handler runs, claims in the context
@@ -37,6 +37,20 @@
 // On the calling side, AudienceCredentials attaches the token for the
 // audience of the API being called, so the Users API's token never reaches
 // the Invoices API by accident.
+//
+// Sender-constrained tokens (RFC 9449 DPoP, RFC 8705 mTLS) need no change on
+// the serving side: the interceptors also take "authorization: DPoP <token>"
+// with exactly one "dpop" proof, and send usher the proof, POST and the URI
+// it must be made for (https://{:authority}/{package.Service}/{Method},
+// http:// without TLS), and on every call over TLS with a client certificate
+// that certificate's SHA-256 thumbprint. A bound token sent as Bearer is
+// PROOF_MISSING, a bad proof INVALID_PROOF, both answered with a DPoP
+// challenge (RFC 9449 §7.1). Calls that carry a proof or a certificate, and
+// answers for bound tokens, never go through the verdict cache. A caller
+// makes a key, a DPoPSigner over it, DPoPClientCredentialsSources (tokens
+// the issuer binds to the key, through a proof at its token endpoint) and
+// AudienceCredentials with WithDPoP(signer), which signs a fresh proof for
+// each call.
 //
 // This package does NOT validate tokens itself: it imports neither usher's
 // engine nor a JWT library, and a service behind it trusts usher's answer.

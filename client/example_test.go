@@ -2,6 +2,9 @@ package client_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"fmt"
 	"log"
 
@@ -57,4 +60,37 @@ func ExampleNewAudienceCredentials() {
 		log.Fatal(err)
 	}
 	defer conn.Close()
+}
+
+// A DPoP caller (RFC 9449): tokens bound to the caller's key, with a fresh
+// proof on every call, so a stolen token is useless without the key. The
+// API's side is Example's unchanged: its interceptors take DPoP too.
+func ExampleWithDPoP() {
+	// One key for the life of the process (or keep it in a KMS: any
+	// crypto.Signer over ECDSA, Ed25519 or RSA works).
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		log.Fatal(err)
+	}
+	signer, err := client.NewDPoPSigner(key)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The issuer binds each token to the key (cnf.jkt) after checking the
+	// proof sent to its token endpoint.
+	cfg := clientcredentials.Config{ClientID: "billing-ui", ClientSecret: "…", TokenURL: "https://auth.example.com/oauth/token"}
+	sources := client.DPoPClientCredentialsSources(context.Background(), cfg, signer, "api/invoices")
+	creds, err := client.NewAudienceCredentials(client.ServiceAudiences(map[string]string{"billing.v1.Invoices": "api/invoices"}),
+		sources, client.WithDPoP(signer))
+	if err != nil {
+		log.Fatal(err)
+	}
+	conn, err := grpc.NewClient("dns:///invoices.internal:443",
+		grpc.WithTransportCredentials(credentials.NewTLS(nil)), grpc.WithPerRPCCredentials(creds))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Println("proofs signed with", signer.Algorithm())
+	// Output: proofs signed with ES256
 }

@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,7 +16,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -96,10 +100,10 @@ func WithClock(now func() time.Time) Option {
 	return func(a *Authenticator) error { a.now = now; return nil }
 }
 
-// Authenticator validates every incoming call's bearer token through usher
-// for the service's own audience and puts the verified claims in the
-// context. It fails closed: when usher cannot answer, the call is refused
-// with UNAVAILABLE.
+// Authenticator validates every incoming call's access token (Bearer, or
+// DPoP with its proof) through usher for the service's own audience and
+// puts the verified claims in the context. It fails closed: when usher
+// cannot answer, the call is refused with UNAVAILABLE.
 type Authenticator struct {
 	c        *Client
 	audience string
@@ -189,30 +193,38 @@ func ClaimsFromContext(ctx context.Context) (*usherv1.Claims, bool) {
 // authenticate is the go-grpc-middleware AuthFunc.
 func (a *Authenticator) authenticate(ctx context.Context) (context.Context, error) {
 	method, _ := grpc.Method(ctx)
-	token, err := a.bearer(ctx)
+	req, err := a.request(ctx, method)
 	if err != nil {
 		return nil, err
 	}
-	scopes := a.scopes[method]
+	dpop := req.GetScheme() == reasons.DPoP
 	var resp *usherv1.ValidateTokenResponse
-	if a.cache == nil {
-		resp, err = a.c.Validate(ctx, token, a.audience, scopes)
+	if a.cache == nil || senderConstrained(req) {
+		resp, err = a.c.ValidateRequest(ctx, req)
 	} else {
-		key := makeKey(token, a.audience, scopes)
+		key := makeKey(req.GetToken(), a.audience, req.GetRequiredScopes())
 		var hit bool
 		if resp, hit = a.cache.lookup(key); !hit {
 			resp, err = a.cache.fetch(ctx, key, func(ctx context.Context) (*usherv1.ValidateTokenResponse, error) {
-				return a.c.Validate(ctx, token, a.audience, scopes)
+				return a.c.ValidateRequest(ctx, req)
 			})
 		}
 	}
 	if err != nil {
-		return nil, a.unavailable(ctx, err)
+		return nil, a.unavailable(ctx, err, dpop)
 	}
 	if rule := ruleOf(resp); rule.Code != codes.OK {
-		return nil, a.reject(ctx, resp, rule)
+		return nil, a.reject(ctx, resp, rule, dpop || rule.Challenge == reasons.DPoP)
 	}
 	return context.WithValue(ctx, claimsKey{}, resp.GetClaims()), nil
+}
+
+// senderConstrained: the call carries what binds a token to its sender (a
+// DPoP proof, or a client certificate). Its verdict holds for this call
+// only: it is neither looked up in nor stored in the verdict cache, nor
+// shared with a concurrent call for the same token.
+func senderConstrained(r *usherv1.ValidateTokenRequest) bool {
+	return r.GetScheme() == reasons.DPoP || r.GetDpopProof() != "" || r.GetClientCertificateSha256() != ""
 }
 
 // ruleOf is what an answer of usher means here, from the reason table: the
@@ -231,43 +243,112 @@ func ruleOf(r *usherv1.ValidateTokenResponse) reasons.Rule {
 	}
 }
 
-// bearer reads exactly one "authorization: Bearer <token>" value.
-func (a *Authenticator) bearer(ctx context.Context) (string, error) {
+// request reads the call's credentials into the question for usher: exactly
+// one "authorization: Bearer <token>" or "authorization: DPoP <token>"
+// value; for DPoP exactly one "dpop" proof, made for POST to
+// <https|http>://{:authority}/{package.Service}/{Method}; and the SHA-256
+// thumbprint of the caller's TLS client certificate, when it sent one.
+func (a *Authenticator) request(ctx context.Context, method string) (*usherv1.ValidateTokenRequest, error) {
+	scheme, token, err := a.authorization(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req := &usherv1.ValidateTokenRequest{Token: token, ExpectedAudience: a.audience, RequiredScopes: a.scopes[method], Scheme: scheme}
+	state, isTLS := peerTLS(ctx)
+	// Every certificate crypto/tls hands over was proven in the handshake
+	// (CertificateVerify), chain-verified or self-signed (RFC 8705 §2.2).
+	if isTLS && len(state.PeerCertificates) > 0 {
+		sum := sha256.Sum256(state.PeerCertificates[0].Raw)
+		req.ClientCertificateSha256 = b64(sum[:])
+	}
+	if scheme != reasons.DPoP {
+		return req, nil
+	}
+	proofs := metadata.ValueFromIncomingContext(ctx, "dpop")
+	authority := metadata.ValueFromIncomingContext(ctx, ":authority")
+	switch {
+	case len(proofs) == 0:
+		return nil, a.challenge(ctx, true, codes.Unauthenticated, reasons.InvalidToken,
+			"authorization scheme DPoP without a proof: send one \"dpop: <proof JWT>\" with the call (RFC 9449 §7), or use client.WithDPoP",
+			reasons.Name(usherv1.Reason_REASON_PROOF_MISSING), nil)
+	case len(proofs) > 1:
+		return nil, a.challenge(ctx, true, codes.Unauthenticated, reasons.InvalidDPoPProof,
+			fmt.Sprintf("%d dpop values: send exactly one proof per call (RFC 9449 §4.3)", len(proofs)),
+			reasons.Name(usherv1.Reason_REASON_INVALID_PROOF), nil)
+	case len(authority) != 1 || authority[0] == "":
+		// grpc-go always has one; without it there is no htu to check.
+		return nil, a.challenge(ctx, true, codes.Unauthenticated, reasons.InvalidDPoPProof,
+			"the call has no :authority to check the proof's htu against", reasons.Name(usherv1.Reason_REASON_INVALID_PROOF), nil)
+	}
+	req.DpopProof, req.HttpMethod, req.HttpUri = proofs[0], "POST", grpcHTU(isTLS, authority[0], method)
+	return req, nil
+}
+
+// peerTLS is the TLS state of the call's connection, when it has TLS.
+func peerTLS(ctx context.Context) (tls.ConnectionState, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return tls.ConnectionState{}, false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	return info.State, ok
+}
+
+// grpcHTU is the URI a DPoP proof for a gRPC call is made for: https over
+// TLS, http otherwise, the authority without its scheme's default port
+// (RFC 3986 §6.2.3, as grpc-go's PerRPCCredentials get it) and the full
+// method. Callers (WithDPoP) and the interceptor build it alike.
+func grpcHTU(isTLS bool, authority, fullMethod string) string {
+	scheme, port := "http", ":80"
+	if isTLS {
+		scheme, port = "https", ":443"
+	}
+	return scheme + "://" + strings.TrimSuffix(authority, port) + fullMethod
+}
+
+// authorization reads exactly one "authorization: <Bearer|DPoP> <token>"
+// value; the scheme comes back as reasons.DPoP or "Bearer".
+func (a *Authenticator) authorization(ctx context.Context) (scheme, token string, err error) {
 	vals := metadata.ValueFromIncomingContext(ctx, "authorization")
 	var why string
+	dpop := false
 	switch {
 	case len(vals) == 0:
-		return "", a.challenge(ctx, codes.Unauthenticated, "", "no authorization metadata: send \"authorization: Bearer <access token>\"", "MISSING_CREDENTIALS", nil)
+		return "", "", a.challenge(ctx, false, codes.Unauthenticated, "", "no authorization metadata: send \"authorization: Bearer <access token>\" (or DPoP with a dpop proof)", "MISSING_CREDENTIALS", nil)
 	case len(vals) > 1:
 		why = fmt.Sprintf("%d authorization values: send exactly one", len(vals))
 	default:
-		scheme, tok, _ := strings.Cut(strings.TrimSpace(vals[0]), " ")
+		word, tok, _ := strings.Cut(strings.TrimSpace(vals[0]), " ")
 		tok = strings.TrimSpace(tok)
+		dpop = strings.EqualFold(word, reasons.DPoP)
 		switch {
-		case !strings.EqualFold(scheme, "bearer"):
-			why = fmt.Sprintf("authorization scheme %q: this service takes Bearer tokens", printable(scheme))
+		case !dpop && !strings.EqualFold(word, "bearer"):
+			why = fmt.Sprintf("authorization scheme %q: this service takes Bearer or DPoP tokens", printable(word))
 		case tok == "":
-			why = "empty bearer token"
+			why = "empty " + printable(word) + " token"
+		case dpop:
+			return reasons.DPoP, tok, nil
 		default:
-			return tok, nil
+			return "Bearer", tok, nil
 		}
 	}
-	return "", a.challenge(ctx, codes.Unauthenticated, "invalid_request", why, "INVALID_CREDENTIALS", nil)
+	return "", "", a.challenge(ctx, dpop, codes.Unauthenticated, "invalid_request", why, "INVALID_CREDENTIALS", nil)
 }
 
-func (a *Authenticator) unavailable(ctx context.Context, err error) error {
+func (a *Authenticator) unavailable(ctx context.Context, err error, dpop bool) error {
 	msg := "token validation unavailable; retry later"
 	if a.detail == DetailFull {
 		msg = "usher could not validate the token: " + err.Error()
 	}
-	return a.challenge(ctx, codes.Unavailable, "", msg, "VALIDATION_UNAVAILABLE", nil)
+	return a.challenge(ctx, dpop, codes.Unavailable, "", msg, "VALIDATION_UNAVAILABLE", nil)
 }
 
 // reject maps a verdict to a status through the reason table:
 // INSUFFICIENT_SCOPE is PERMISSION_DENIED, KEYS_UNAVAILABLE and
 // ISSUER_UNAVAILABLE (or a reason this library does not know) are
-// UNAVAILABLE, every other reason (INACTIVE included) UNAUTHENTICATED.
-func (a *Authenticator) reject(ctx context.Context, r *usherv1.ValidateTokenResponse, rule reasons.Rule) error {
+// UNAVAILABLE, every other reason (INACTIVE included) UNAUTHENTICATED. The
+// challenge is DPoP's when dpop is set.
+func (a *Authenticator) reject(ctx context.Context, r *usherv1.ValidateTokenResponse, rule reasons.Rule, dpop bool) error {
 	reason := reasons.Name(r.GetReason())
 	md := map[string]string{}
 	msg := reason
@@ -294,19 +375,23 @@ func (a *Authenticator) reject(ctx context.Context, r *usherv1.ValidateTokenResp
 	if rule.BearerError == reasons.InsufficientScope {
 		md["missing_scopes"] = strings.Join(missing(r.GetMismatch().GetExpected(), r.GetMismatch().GetActual()), " ")
 	}
-	return a.challenge(ctx, rule.Code, rule.BearerError, msg, reason, md)
+	return a.challenge(ctx, dpop, rule.Code, rule.BearerError, msg, reason, md)
 }
 
-// challenge builds the status with its google.rpc.ErrorInfo and sets the RFC
-// 6750 www-authenticate header.
-func (a *Authenticator) challenge(ctx context.Context, code codes.Code, bearerErr, msg, reason string, md map[string]string) error {
+// challenge builds the status with its google.rpc.ErrorInfo and sets the
+// www-authenticate header: RFC 6750's Bearer challenge, or with dpop RFC
+// 9449 §7.1's DPoP challenge with the proof algorithms usher accepts.
+func (a *Authenticator) challenge(ctx context.Context, dpop bool, code codes.Code, authErr, msg, reason string, md map[string]string) error {
 	chal := fmt.Sprintf("Bearer realm=%q", a.audience)
-	if bearerErr != "" {
-		chal += fmt.Sprintf(", error=%q", bearerErr)
+	if dpop {
+		chal = fmt.Sprintf("DPoP algs=%q", DPoPAlgs)
+	}
+	if authErr != "" {
+		chal += fmt.Sprintf(", error=%q", authErr)
 		if a.detail == DetailFull {
 			chal += fmt.Sprintf(", error_description=%q", quoteSafe(msg))
 		}
-		if bearerErr == reasons.InsufficientScope {
+		if authErr == reasons.InsufficientScope {
 			chal += fmt.Sprintf(", scope=%q", md["missing_scopes"])
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/usher-dev/usher/client"
@@ -81,12 +82,16 @@ func dialUsher(t testing.TB, target string, opts ...grpc.DialOption) *client.Cli
 // fakeUsher is a usher.v1.TokenService on 127.0.0.1 that answers every
 // ValidateToken with the response the test set: the answers a real usher
 // never sends (UNSPECIFIED, a reason from a newer usher, a contradiction),
-// and reasons the dev engine cannot produce.
+// and reasons the dev engine cannot produce. It records the requests it got;
+// with fail set it answers that status instead.
 type fakeUsher struct {
 	usherv1.UnimplementedTokenServiceServer
 	addr  string
 	calls atomic.Int64
 	resp  atomic.Pointer[usherv1.ValidateTokenResponse]
+	fail  atomic.Pointer[status.Status]
+	mu    sync.Mutex
+	got   []*usherv1.ValidateTokenRequest
 }
 
 func newFakeUsher(t testing.TB) *fakeUsher {
@@ -103,9 +108,24 @@ func newFakeUsher(t testing.TB) *fakeUsher {
 	return f
 }
 
-func (f *fakeUsher) ValidateToken(context.Context, *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
+func (f *fakeUsher) ValidateToken(_ context.Context, req *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
 	f.calls.Add(1)
+	f.mu.Lock()
+	f.got = append(f.got, proto.CloneOf(req))
+	f.mu.Unlock()
+	if st := f.fail.Load(); st != nil {
+		return nil, st.Err()
+	}
 	return proto.CloneOf(f.resp.Load()), nil
+}
+
+// requests returns the requests usher got since the last call, and forgets them.
+func (f *fakeUsher) requests() []*usherv1.ValidateTokenRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.got
+	f.got = nil
+	return out
 }
 
 // api is a protected gRPC service (grpc's interop TestService) that records

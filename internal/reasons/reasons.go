@@ -27,6 +27,11 @@ const (
 	InvalidDPoPProof = "invalid_dpop_proof"
 	// DPoP is the scheme of RFC 9449's challenge.
 	DPoP = "DPoP"
+	// DPoPAlgorithms is the algs parameter of a DPoP challenge: the proof
+	// algorithms usher accepts, service.DPoPAlgorithms (a test holds them
+	// equal; this package is imported by client/, which must not import
+	// the engine).
+	DPoPAlgorithms = "ES256 ES384 ES512 EdDSA PS256 PS384 PS512 RS256 RS384 RS512"
 )
 
 // Rule is what a verdict's reason means to the caller of a protected API.

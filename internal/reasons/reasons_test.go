@@ -14,6 +14,7 @@ import (
 
 	"github.com/usher-dev/usher/internal/reasons"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
+	"github.com/usher-dev/usher/service"
 )
 
 var update = flag.Bool("update", false, "rewrite examples/reasons.json from the table")
@@ -142,6 +143,7 @@ func TestTable_JSON(t *testing.T) {
 		Comment string     `json:"comment"`
 		Reasons []jsonRule `json:"reasons"`
 		Unknown jsonRule   `json:"unknown"`
+		DPoPAlg string     `json:"dpop_algs"`
 	}
 	doc.Comment = "What each usher.v1.Reason means to a protected API's caller: generated from internal/reasons by `go test ./internal/reasons -update`; do not edit. A reason not listed here fails closed as \"unknown\"."
 	names := make([]int32, 0, len(usherv1.Reason_name))
@@ -155,6 +157,7 @@ func TestTable_JSON(t *testing.T) {
 		}
 	}
 	doc.Unknown = toJSON("", reasons.Deny(usherv1.Reason(-1)))
+	doc.DPoPAlg = reasons.DPoPAlgorithms
 	want, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -172,5 +175,13 @@ func TestTable_JSON(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s differs from the table; run go test ./internal/reasons -update and commit it:\n%s", path, want)
+	}
+}
+
+// TestDPoPAlgorithms: the challenge announces exactly the algorithms the
+// engine accepts for a proof, in its order.
+func TestDPoPAlgorithms(t *testing.T) {
+	if want := strings.Join(service.DPoPAlgorithms, " "); reasons.DPoPAlgorithms != want {
+		t.Errorf("reasons.DPoPAlgorithms = %q, the engine accepts %q", reasons.DPoPAlgorithms, want)
 	}
 }
