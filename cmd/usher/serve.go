@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 	"github.com/usher-dev/usher/httpapi"
 	"github.com/usher-dev/usher/internal/config"
 	"github.com/usher-dev/usher/internal/metrics"
+	"github.com/usher-dev/usher/internal/replaystore"
 	"github.com/usher-dev/usher/internal/servertls"
 	"github.com/usher-dev/usher/service"
 )
@@ -58,6 +60,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	replaystore.SetLogger(log) // once per process: go-redis has one logger
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
@@ -122,6 +125,13 @@ type server struct {
 	closers  []func()           // run last to first when serve returns
 	// flushLogs write the sampled logs' last counts, once calls stopped.
 	flushLogs []func(context.Context)
+
+	// replay is the shared DPoP replay store the validator in service uses
+	// (nil: in memory, per validator); replayURL is its dpop.replay_store.
+	replay     *replaystore.Redis
+	replayURL  string
+	replayMet  *metrics.ReplayStore // nil without metrics_listen
+	replayDown atomic.Bool          // the store's last call failed: logged once an outage
 }
 
 // serve runs usher until ctx is done, then stops gracefully. Whatever it
@@ -150,8 +160,12 @@ func (s *server) start(ctx context.Context) error {
 	if s.cfg.MetricsListen != "" {
 		s.reg = prometheus.NewRegistry()
 		s.observer = metrics.New(s.reg)
+		s.replayMet = metrics.NewReplayStore(s.reg)
 	}
-	v, err := s.newValidator(ctx, &s.cfg.Engine)
+	if err := s.startReplayStore(ctx); err != nil {
+		return err
+	}
+	v, err := s.newValidator(ctx, &s.cfg.Engine, s.replay)
 	if err != nil {
 		return err
 	}
@@ -185,7 +199,8 @@ func (s *server) start(ctx context.Context) error {
 		return err
 	}
 	go func() { s.errc <- s.gs.Serve(s.lis) }()
-	s.log.Info("usher listening", "addr", s.lis.Addr().String(), "issuers", len(s.cfg.Engine.Issuers), "tls", s.cfg.TLS != nil)
+	s.log.Info("usher listening", "addr", s.lis.Addr().String(), "issuers", len(s.cfg.Engine.Issuers), "tls", s.cfg.TLS != nil,
+		"dpop_replay_store", replayStoreName(s.replay))
 	if s.ready != nil {
 		s.ready(s.lis.Addr().String())
 	}
@@ -209,7 +224,9 @@ type validator struct {
 	cancel context.CancelFunc
 }
 
-func (s *server) newValidator(ctx context.Context, cfg *service.Config, extra ...service.Option) (validator, error) {
+// newValidator makes a validator of cfg whose DPoP proofs are remembered in
+// store (nil: in memory, its own).
+func (s *server) newValidator(ctx context.Context, cfg *service.Config, store *replaystore.Redis, extra ...service.Option) (validator, error) {
 	vctx, cancel := context.WithCancel(ctx)
 	opts := []service.Option{
 		service.WithLogger(s.log),
@@ -219,6 +236,9 @@ func (s *server) newValidator(ctx context.Context, cfg *service.Config, extra ..
 	}
 	if s.observer != nil {
 		opts = append(opts, service.WithObserver(s.observer))
+	}
+	if store != nil {
+		opts = append(opts, service.WithReplayStore(store))
 	}
 	opts = append(append(opts, s.engineOpts...), extra...)
 	v, err := service.NewValidator(vctx, cfg, opts...)

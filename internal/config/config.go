@@ -12,6 +12,7 @@ import (
 	"net"
 
 	"github.com/usher-dev/usher/extauthz"
+	"github.com/usher-dev/usher/internal/replaystore"
 	"github.com/usher-dev/usher/service"
 )
 
@@ -104,6 +105,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateTracing()...)
 	errs = append(errs, c.validateLimits()...)
 	errs = append(errs, c.validateExtAuthz()...)
+	errs = append(errs, c.validateReplayStore()...)
 	errs = append(errs, c.Engine.Validate())
 	return errors.Join(errs...)
 }
@@ -227,6 +229,19 @@ func (c *Config) validateExtAuthz() []error {
 		errs = append(errs, fmt.Errorf("ext_authz.%w", e))
 	}
 	return errs
+}
+
+// validateReplayStore: empty (memory, per replica) or a redis:// or
+// rediss:// URL with a host. The message shows the URL redacted: a
+// password in it is never printed.
+func (c *Config) validateReplayStore() []error {
+	if c.ReplayStore == "" {
+		return nil
+	}
+	if err := replaystore.CheckURL(c.ReplayStore); err != nil {
+		return []error{problem("dpop.replay_store", "%s; or leave replay_store out to keep the jti replay cache in memory, per replica (with several replicas a proof can then be replayed once at each)", err)}
+	}
+	return nil
 }
 
 func unwrapAll(err error) []error {
