@@ -86,6 +86,8 @@ func runValidate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	audience := fs.String("audience", "", "the audience of the API the token is sent to (required)")
 	var scopes stringList
 	fs.Var(&scopes, "scope", "a scope the API requires (repeatable)")
+	var sc senderConstraint
+	sc.register(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -97,9 +99,13 @@ func runValidate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if err != nil {
 		return err
 	}
+	req := &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: *audience, RequiredScopes: scopes}
+	if err := sc.fill(req); err != nil {
+		return err
+	}
 	var resp *usherv1.ValidateTokenResponse
 	err = cf.call(ctx, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
-		resp, err = usherv1.NewTokenServiceClient(conn).ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: *audience, RequiredScopes: scopes})
+		resp, err = usherv1.NewTokenServiceClient(conn).ValidateToken(ctx, req)
 		return err
 	})
 	if err != nil {
@@ -141,6 +147,33 @@ func runInspect(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return printJSON(stdout, resp)
 	}
 	printInspection(stdout, resp, time.Now(), colorOn(stdout))
+	return nil
+}
+
+// senderConstraint is what `usher validate` sends for a sender-constrained
+// token (contract §8): the scheme, the DPoP proof and the request it was
+// made for, the client certificate's thumbprint.
+type senderConstraint struct {
+	scheme, proof, method, uri, certSHA256 string
+}
+
+func (s *senderConstraint) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.scheme, "scheme", "", "the authorization scheme the token came with: Bearer (the default) or DPoP (the default with --dpop-proof)")
+	fs.StringVar(&s.proof, "dpop-proof", "", "the request's DPoP header: a proof, e.g. from usher proof --key FILE --method M --uri U --token TOKEN; needs --method and --uri")
+	fs.StringVar(&s.method, "method", "", "the HTTP method of the request the proof was made for (POST for a gRPC call)")
+	fs.StringVar(&s.uri, "uri", "", "the URI of that request, without query, e.g. https://api.example.com/invoices")
+	fs.StringVar(&s.certSHA256, "cert-sha256", "", "base64url SHA-256 of the caller's DER client certificate, for a certificate-bound token (RFC 8705 x5t#S256)")
+}
+
+// fill puts the flags in req, or says what is missing.
+func (s *senderConstraint) fill(req *usherv1.ValidateTokenRequest) error {
+	if s.proof != "" && (s.method == "" || s.uri == "") {
+		return usageError{"validate: a DPoP proof is checked against the request it was made for: give --method and --uri with --dpop-proof, the same as usher proof's"}
+	}
+	if s.scheme == "" && s.proof != "" {
+		s.scheme = "DPoP"
+	}
+	req.Scheme, req.DpopProof, req.HttpMethod, req.HttpUri, req.ClientCertificateSha256 = s.scheme, s.proof, s.method, s.uri, s.certSHA256
 	return nil
 }
 
@@ -215,6 +248,16 @@ func printClaims(w io.Writer, c *usherv1.Claims, now time.Time) {
 	line("iat", when(c.GetIssuedAt(), now))
 	line("exp", when(c.GetExpiresAt(), now))
 	line("kid/alg", strings.Trim(c.GetKeyId()+" / "+c.GetAlgorithm(), " /"))
+	if cnf := c.GetConfirmation(); cnf != nil {
+		var bound []string
+		if cnf.GetJkt() != "" {
+			bound = append(bound, "jkt "+cnf.GetJkt()+" (DPoP-bound)")
+		}
+		if cnf.GetX5TS256() != "" {
+			bound = append(bound, "x5t#S256 "+cnf.GetX5TS256()+" (certificate-bound)")
+		}
+		line("cnf", strings.Join(bound, ", "))
+	}
 }
 
 func when(ts *timestamppb.Timestamp, now time.Time) string {
@@ -248,6 +291,7 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	kid := fs.String("kid", "", "signing key id (dev-rs256, dev-es256, dev-eddsa; any other kid signs with a key the issuer does not publish)")
 	opaque := fs.Bool("opaque", false, "an opaque token (usher asks the issuer about it by introspection) instead of a JWT")
 	issuer := fs.String("issuer", "", "dev issuer URL (default: asked from the usher at --addr)")
+	dpopKey := fs.String("dpop-key", "", "bind the token to the DPoP key in this file (PEM or JWK private key; created with a new P-256 key, mode 0600, when missing): send it as \"Authorization: DPoP TOKEN\" with a proof from usher proof --key FILE")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -277,19 +321,46 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if *dpopKey != "" {
+		if err := addDPoPProof(req, *dpopKey, stderr); err != nil {
+			return err
+		}
+	}
 	var out struct {
 		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
 		Error       string `json:"error"`
 		Description string `json:"error_description"`
 	}
 	if err := getJSON(req, &out); err != nil {
 		return fmt.Errorf("mint: %w", err)
 	}
-	if out.AccessToken == "" {
+	switch {
+	case out.AccessToken == "":
 		return fmt.Errorf("mint: token endpoint %s answered %s: %s", printable(tokenURL), printable(out.Error), printable(out.Description))
+	case *dpopKey != "" && !strings.EqualFold(out.TokenType, "DPoP"):
+		return fmt.Errorf("mint: token endpoint %s answered token_type %q, not DPoP: it did not bind the token to the key in %s", printable(tokenURL), printable(out.TokenType), printable(*dpopKey))
 	}
 	_, err = fmt.Fprintln(stdout, out.AccessToken)
 	return err
+}
+
+// addDPoPProof signs the token request with the DPoP key in keyFile (RFC
+// 9449 §5), creating the key when the file does not exist.
+func addDPoPProof(req *http.Request, keyFile string, stderr io.Writer) error {
+	signer, created, err := dpopSigner(keyFile, true)
+	if err != nil {
+		return fmt.Errorf("mint: %w", err)
+	}
+	if created {
+		fmt.Fprintf(stderr, "usher mint: created %s with a new P-256 key (mode 0600, keep it private); tokens minted with --dpop-key %s are bound to it (cnf.jkt %s)\n", printable(keyFile), printable(keyFile), signer.Thumbprint())
+	}
+	proof, err := signer.Proof(http.MethodPost, req.URL.String(), "")
+	if err != nil {
+		return fmt.Errorf("mint: %w", err)
+	}
+	req.Header.Set("DPoP", proof)
+	return nil
 }
 
 // runRevoke revokes a token at the running usher dev's issuer (RFC 7009).

@@ -186,6 +186,7 @@ Load test with ghz
   %s --insecure --call usher.v1.TokenService/ValidateToken -d %s -n 20000 -c 50 %s
 
 More tokens:  usher mint --audience api/invoices --scope invoices.read   (--opaque for an opaque one)
+DPoP-bound:   usher mint --audience api/invoices --dpop-key dpop.pem   (send "Authorization: DPoP TOKEN" and "DPoP: $(usher proof --key dpop.pem --method GET --uri URL --token TOKEN)")
 Check one:    usher validate --audience api/invoices TOKEN
 Ctrl-C stops.
 `, addr, iss.URL(), users, invoices,

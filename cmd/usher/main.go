@@ -2,10 +2,12 @@
 //
 //	usher serve --config FILE                   serve usher.v1.TokenService with the given config
 //	usher dev [--listen 127.0.0.1:50051]        embedded dev issuer and validator on loopback, no config
-//	usher mint --audience A [--scope S]... [--ttl D] [--kid K] [--opaque]
+//	usher mint --audience A [--scope S]... [--ttl D] [--kid K] [--opaque] [--dpop-key FILE]
 //	                                            a dev token from the running usher dev (stdout alone)
+//	usher proof --key FILE --method M --uri U [--token T]
+//	                                            a fresh DPoP proof signed with the key in FILE (stdout alone)
 //	usher revoke TOKEN                          revoke an opaque dev token at the running usher dev's issuer
-//	usher validate --audience A [--scope S]... TOKEN
+//	usher validate --audience A [--scope S]... [--dpop-proof P --method M --uri U] TOKEN
 //	                                            ask a running usher; exit 0 only when valid
 //	usher inspect TOKEN                         decode a token and show what usher makes of it
 //	usher doctor --config FILE | --addr ADDR    check issuers, keys and audiences for real; exit 1 on a problem
@@ -89,12 +91,13 @@ var commands = []command{
 		func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			return runDev(ctx, args, stdout, stderr)
 		}},
-	{"mint", "usher mint --audience A [--scope S]... [--ttl D] [--kid K] [--opaque]", "a dev token from the running usher dev (stdout alone)",
+	{"mint", "usher mint --audience A [--scope S]... [--ttl D] [--kid K] [--opaque] [--dpop-key FILE]", "a dev token from the running usher dev (stdout alone)",
 		func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			return runMint(ctx, args, stdout, stderr)
 		}},
+	{"proof", "usher proof --key FILE --method M --uri U [--token T]", "a fresh DPoP proof signed with the key in FILE (stdout alone)", runProof},
 	{"revoke", "usher revoke TOKEN", "revoke an opaque dev token at the running usher dev's issuer", runRevoke},
-	{"validate", "usher validate --audience A [--scope S]... TOKEN", "ask a running usher; exit 0 only when valid", runValidate},
+	{"validate", "usher validate --audience A [--scope S]... [--dpop-proof P --method M --uri U] TOKEN", "ask a running usher; exit 0 only when valid", runValidate},
 	{"inspect", "usher inspect TOKEN", "decode a token and show what usher makes of it", runInspect},
 	{"doctor", "usher doctor --config FILE | --addr ADDR", "check issuers, keys and audiences for real; exit 1 on a problem",
 		func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {

@@ -4,6 +4,14 @@
 //   node example-server.js --usher 127.0.0.1:50051 --listen 127.0.0.1:8080
 //   curl -i -H "Authorization: Bearer $(usher mint --audience api/invoices --scope invoices.read)" \
 //     http://127.0.0.1:8080/invoices
+//
+// A DPoP-bound token goes with a proof made for this request's method and URI (the middleware
+// passes the DPoP header, the method and the URI this server sees to usher):
+//
+//   T=$(usher mint --audience api/invoices --scope invoices.read --dpop-key dpop.pem)
+//   curl -i -H "Authorization: DPoP $T" \
+//     -H "DPoP: $(usher proof --key dpop.pem --method GET --uri http://127.0.0.1:8080/invoices --token $T)" \
+//     http://127.0.0.1:8080/invoices
 
 const http = require('node:http');
 const { parseArgs } = require('node:util');

@@ -1,8 +1,11 @@
 'use strict';
-// Bearer-token checks for Node HTTP services, answered by usher.
+// Bearer- and DPoP-token checks for Node HTTP services, answered by usher.
 //
 //   const auth = createUsherAuth({ target: '127.0.0.1:50051', audience: 'api/invoices' });
-//   const claims = await auth.check(req.headers.authorization, { requiredScopes: ['invoices.read'] });
+//   const claims = await auth.check(req.headers.authorization, {
+//     requiredScopes: ['invoices.read'],
+//     dpop: req.headers.dpop, method: req.method, uri: 'https://api.example.com/invoices',
+//   });
 //
 // check() asks usher.v1.TokenService/ValidateToken with the service's own
 // audience and maps the verdict to HTTP: Unauthorized (401, RFC 6750
@@ -10,6 +13,16 @@
 // error="insufficient_scope") for a missing scope, ServiceUnavailable (503)
 // when usher cannot decide (KEYS_UNAVAILABLE, unreachable, past the
 // deadline). It fails closed: no verdict, no access.
+//
+// A DPoP-bound token (RFC 9449) comes as "Authorization: DPoP <token>" with a
+// DPoP header holding a proof made for this request: pass that header, the
+// request's method and its URI (scheme, host, path; the query is dropped),
+// and usher checks the proof. Sent as Bearer or without its proof, a bound
+// token is PROOF_MISSING; a bad proof is INVALID_PROOF. Both, and any
+// rejection of a request that used the DPoP scheme, are answered with a DPoP
+// challenge (RFC 9449 section 7.1). clientCertSha256 (base64url SHA-256 of the
+// DER client certificate of the TLS connection) is for certificate-bound
+// tokens (RFC 8705).
 
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
@@ -34,30 +47,38 @@ function loadTokenService() {
   return tokenServiceCtor;
 }
 
-// What each usher.v1.Reason of a rejection means to the caller: the HTTP status and the
-// RFC 6750 error ('' when the token is not at fault). The same list as internal/reasons,
+// What each usher.v1.Reason of a rejection means to the caller: the HTTP status, the
+// RFC 6750 error ('' when the token is not at fault) and the challenge's scheme when it
+// must be DPoP whatever scheme the token came with. The same list as internal/reasons,
 // whose JSON form examples/reasons.json usherAuth.test.js checks this against. A reason
 // not listed (UNSPECIFIED, VALID in a rejection, one a newer usher sends) fails closed
 // like an unavailable usher: UNKNOWN_REASON.
 const REJECTIONS = Object.freeze({
-  REASON_MALFORMED: { status: 401, error: 'invalid_token' },
-  REASON_UNSUPPORTED_ALGORITHM: { status: 401, error: 'invalid_token' },
-  REASON_UNTRUSTED_ISSUER: { status: 401, error: 'invalid_token' },
-  REASON_UNKNOWN_KEY: { status: 401, error: 'invalid_token' },
-  REASON_INVALID_SIGNATURE: { status: 401, error: 'invalid_token' },
-  REASON_WRONG_TOKEN_TYPE: { status: 401, error: 'invalid_token' },
-  REASON_EXPIRED: { status: 401, error: 'invalid_token' },
-  REASON_NOT_YET_VALID: { status: 401, error: 'invalid_token' },
-  REASON_MISSING_CLAIM: { status: 401, error: 'invalid_token' },
-  REASON_AUDIENCE_MISMATCH: { status: 401, error: 'invalid_token' },
-  REASON_INSUFFICIENT_SCOPE: { status: 403, error: 'insufficient_scope' },
-  REASON_KEYS_UNAVAILABLE: { status: 503, error: '' },
-  REASON_INACTIVE: { status: 401, error: 'invalid_token' },
-  REASON_ISSUER_UNAVAILABLE: { status: 503, error: '' },
-  REASON_PROOF_MISSING: { status: 401, error: 'invalid_token' },
-  REASON_INVALID_PROOF: { status: 401, error: 'invalid_dpop_proof' },
+  REASON_MALFORMED: { status: 401, error: 'invalid_token', challenge: '' },
+  REASON_UNSUPPORTED_ALGORITHM: { status: 401, error: 'invalid_token', challenge: '' },
+  REASON_UNTRUSTED_ISSUER: { status: 401, error: 'invalid_token', challenge: '' },
+  REASON_UNKNOWN_KEY: { status: 401, error: 'invalid_token', challenge: '' },
+  REASON_INVALID_SIGNATURE: { status: 401, error: 'invalid_token', challenge: '' },
+  REASON_WRONG_TOKEN_TYPE: { status: 401, error: 'invalid_token', challenge: '' },
+  REASON_EXPIRED: { status: 401, error: 'invalid_token', challenge: '' },
+  REASON_NOT_YET_VALID: { status: 401, error: 'invalid_token', challenge: '' },
+  REASON_MISSING_CLAIM: { status: 401, error: 'invalid_token', challenge: '' },
+  REASON_AUDIENCE_MISMATCH: { status: 401, error: 'invalid_token', challenge: '' },
+  REASON_INSUFFICIENT_SCOPE: { status: 403, error: 'insufficient_scope', challenge: '' },
+  REASON_KEYS_UNAVAILABLE: { status: 503, error: '', challenge: '' },
+  REASON_INACTIVE: { status: 401, error: 'invalid_token', challenge: '' },
+  REASON_ISSUER_UNAVAILABLE: { status: 503, error: '', challenge: '' },
+  REASON_PROOF_MISSING: { status: 401, error: 'invalid_token', challenge: 'DPoP' },
+  REASON_INVALID_PROOF: { status: 401, error: 'invalid_dpop_proof', challenge: 'DPoP' },
 });
-const UNKNOWN_REASON = Object.freeze({ status: 503, error: '' });
+const UNKNOWN_REASON = Object.freeze({ status: 503, error: '', challenge: '' });
+
+// The proof algorithms usher accepts, announced in a DPoP challenge (RFC 9449 section 7.1).
+const DPOP_ALGS = 'ES256 ES384 ES512 EdDSA PS256 PS384 PS512 RS256 RS384 RS512'; // reasons.json "dpop_algs"
+
+// The authorization schemes check() takes, by their lower-case name.
+const SCHEMES = Object.freeze({ bearer: 'Bearer', dpop: 'DPoP' });
+const SEND = 'send "Authorization: Bearer <access token>" (or "Authorization: DPoP <access token>" with a DPoP proof header)';
 
 const STATUS_NAME = Object.fromEntries(Object.entries(grpc.status).map(([k, v]) => [v, k]));
 
@@ -145,7 +166,21 @@ function toClaims(c) {
     tokenType: c.tokenType,
     raw: fromStruct(c.raw), // every payload claim, as JSON values
     tokenFormat: c.tokenFormat, // 'jwt', or 'opaque' for a token usher introspected
+    // The token's cnf: { jkt } for a DPoP-bound token, { 'x5t#S256' } for a certificate-bound one.
+    confirmation: Object.fromEntries([['jkt', c.confirmation && c.confirmation.jkt], ['x5t#S256', c.confirmation && c.confirmation.x5tS256]].filter(([, v]) => v)),
   };
+}
+
+// uri without its query and fragment, as a proof's htu is compared (RFC 9449 section 4.3).
+function withoutQuery(uri) {
+  return String(uri || '').split('#')[0].split('?')[0];
+}
+
+// The URI a request was made for, as this server sees it (Host header, TLS or not):
+// what a DPoP proof's htu must be. Behind a proxy, build the one the caller used instead.
+function requestURI(req) {
+  const scheme = req.socket && req.socket.encrypted ? 'https' : 'http';
+  return `${scheme}://${req.headers.host}${new URL(req.url, 'http://localhost').pathname}`;
 }
 
 class UsherAuth {
@@ -170,12 +205,26 @@ class UsherAuth {
   }
 
   // Resolves to the token's claims, or rejects with Unauthorized, Forbidden or ServiceUnavailable.
-  // authorization: the request's Authorization value (string, undefined, or an array of values).
-  async check(authorization, { requiredScopes = [] } = {}) {
-    const token = this.bearer(authorization);
+  // authorization: the request's Authorization value (string, undefined, or an array of values),
+  // "Bearer <token>" or "DPoP <token>". dpop: the request's DPoP header (string or array);
+  // method, uri: the request's method and URI (scheme, host, path; a query is dropped), which
+  // a DPoP proof must have been made for. clientCertSha256: base64url SHA-256 of the DER
+  // client certificate of the TLS connection, for a certificate-bound token.
+  async check(authorization, { requiredScopes = [], dpop, method, uri, clientCertSha256 } = {}) {
+    const { scheme, token } = this.credentials(authorization);
+    const request = {
+      token,
+      expectedAudience: this.audience,
+      requiredScopes: [...requiredScopes],
+      scheme,
+      dpopProof: this.proof(dpop),
+      httpMethod: method || '',
+      httpUri: withoutQuery(uri),
+      clientCertificateSha256: clientCertSha256 || '',
+    };
     let resp;
     try {
-      resp = await this.validate(token, requiredScopes);
+      resp = await this.validate(request);
     } catch (err) {
       const code = STATUS_NAME[err.code] || String(err.code);
       throw new ServiceUnavailable('VALIDATION_UNAVAILABLE',
@@ -183,14 +232,17 @@ class UsherAuth {
         { hint: `not the token's fault: retry shortly, and check that usher runs and is reachable at ${this.target}` });
     }
     if (resp.valid && resp.reason === 'REASON_VALID') return toClaims(resp.claims || {});
-    throw this.reject(resp);
+    throw this.reject(resp, scheme);
   }
 
   // An Express-style middleware: on success sets req.usher to the claims and calls next();
-  // on a rejection answers the request itself (status, WWW-Authenticate, JSON body).
+  // on a rejection answers the request itself (status, WWW-Authenticate, JSON body). A DPoP
+  // proof is checked against the request's method and requestURI(req).
   middleware({ requiredScopes = [] } = {}) {
     return (req, res, next) => {
-      this.check(req.headers.authorization, { requiredScopes }).then(
+      // headersDistinct keeps repeated DPoP headers apart (Node joins them in req.headers).
+      const dpop = req.headersDistinct ? req.headersDistinct.dpop : req.headers.dpop;
+      this.check(req.headers.authorization, { requiredScopes, dpop, method: req.method, uri: requestURI(req) }).then(
         (claims) => { req.usher = claims; next(); },
         (err) => {
           if (!(err instanceof UsherAuthError)) return next(err);
@@ -200,43 +252,61 @@ class UsherAuth {
     };
   }
 
-  validate(token, requiredScopes) {
-    const req = { token, expectedAudience: this.audience, requiredScopes: [...requiredScopes] };
+  validate(req) {
     return new Promise((resolve, reject) => {
       this.client.validateToken(req, { deadline: Date.now() + this.timeoutMs }, (err, resp) => (err ? reject(err) : resolve(resp)));
     });
   }
 
-  bearer(header) {
+  // { scheme: 'Bearer' | 'DPoP', token } of an Authorization value.
+  credentials(header) {
     if (Array.isArray(header)) {
       if (header.length > 1) throw this.invalidRequest(`${header.length} Authorization values: send exactly one`);
       header = header[0];
     }
     if (header == null || String(header).trim() === '') {
       throw new Unauthorized('MISSING_CREDENTIALS', 'no Authorization header', {
-        hint: 'send "Authorization: Bearer <access token>"',
+        hint: SEND,
         wwwAuthenticate: `Bearer realm="${headerSafe(this.realm)}"`,
       });
     }
     const trimmed = String(header).trim();
     const sp = trimmed.indexOf(' ');
-    const scheme = sp < 0 ? trimmed : trimmed.slice(0, sp);
+    const given = sp < 0 ? trimmed : trimmed.slice(0, sp);
     const token = sp < 0 ? '' : trimmed.slice(sp + 1).trim();
-    if (scheme.toLowerCase() !== 'bearer') {
-      throw this.invalidRequest(`authorization scheme ${JSON.stringify(scheme.slice(0, 32))}: this service takes Bearer tokens`);
+    const scheme = Object.hasOwn(SCHEMES, given.toLowerCase()) ? SCHEMES[given.toLowerCase()] : null;
+    if (!scheme) {
+      throw this.invalidRequest(`authorization scheme ${JSON.stringify(given.slice(0, 32))}: this service takes Bearer or DPoP tokens`);
     }
-    if (!token) throw this.invalidRequest('empty bearer token');
-    return token;
+    if (!token) throw this.invalidRequest(`empty ${scheme} token`, scheme);
+    return { scheme, token };
   }
 
-  invalidRequest(why) {
+  // The one DPoP header value, or ''.
+  proof(dpop) {
+    if (Array.isArray(dpop)) {
+      if (dpop.length > 1) { // RFC 9449 section 4.3: not more than one DPoP header
+        const why = `${dpop.length} DPoP header values: send exactly one proof`;
+        throw new Unauthorized('INVALID_PROOF', why, {
+          hint: 'make one fresh proof per request',
+          wwwAuthenticate: dpopChallenge('invalid_dpop_proof', why),
+        });
+      }
+      dpop = dpop[0];
+    }
+    return dpop == null ? '' : String(dpop).trim();
+  }
+
+  invalidRequest(why, scheme = 'Bearer') {
     return new Unauthorized('INVALID_CREDENTIALS', why, {
-      hint: 'send "Authorization: Bearer <access token>"',
-      wwwAuthenticate: `Bearer realm="${headerSafe(this.realm)}", error="invalid_request", error_description="${headerSafe(why)}"`,
+      hint: SEND,
+      wwwAuthenticate: scheme === 'DPoP'
+        ? dpopChallenge('invalid_request', why)
+        : `Bearer realm="${headerSafe(this.realm)}", error="invalid_request", error_description="${headerSafe(why)}"`,
     });
   }
 
-  reject(resp) {
+  reject(resp, scheme = 'Bearer') {
     const name = typeof resp.reason === 'string' ? resp.reason : `REASON_${resp.reason}`;
     const reason = name.replace(/^REASON_/, '');
     const mismatch = resp.mismatch
@@ -249,7 +319,9 @@ class UsherAuth {
     const Err = rule.status === 401 ? Unauthorized : rule.status === 403 ? Forbidden : ServiceUnavailable;
     if (Err === ServiceUnavailable) return new ServiceUnavailable(reason, resp.message, opts); // not the token's fault: no challenge
 
-    let challenge = `Bearer realm="${headerSafe(this.realm)}"`;
+    let challenge = rule.challenge === 'DPoP' || scheme === 'DPoP'
+      ? `DPoP algs="${DPOP_ALGS}"`
+      : `Bearer realm="${headerSafe(this.realm)}"`;
     if (rule.error) challenge += `, error="${rule.error}", error_description="${headerSafe(description)}"`;
     if (rule.error === 'insufficient_scope') {
       const granted = new Set(mismatch ? mismatch.actual : []);
@@ -261,8 +333,15 @@ class UsherAuth {
   }
 }
 
+function dpopChallenge(error, description) {
+  return `DPoP algs="${DPOP_ALGS}", error="${error}", error_description="${headerSafe(description)}"`;
+}
+
 function createUsherAuth(options) {
   return new UsherAuth(options);
 }
 
-module.exports = { createUsherAuth, UsherAuth, UsherAuthError, Unauthorized, Forbidden, ServiceUnavailable };
+module.exports = {
+  createUsherAuth, UsherAuth, UsherAuthError, Unauthorized, Forbidden, ServiceUnavailable,
+  REJECTIONS, UNKNOWN_REASON, DPOP_ALGS, requestURI,
+};

@@ -17,7 +17,9 @@ const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 
-const { createUsherAuth, Unauthorized, Forbidden, ServiceUnavailable } = require('./usherAuth');
+const {
+  createUsherAuth, Unauthorized, Forbidden, ServiceUnavailable, REJECTIONS, UNKNOWN_REASON, DPOP_ALGS,
+} = require('./usherAuth');
 const { createApp } = require('./example-server');
 
 const run = promisify(execFile);
@@ -121,6 +123,13 @@ function parseChallenge(value) {
   return { realm: m[1], error: m[2], description: m[3], scope: m[4] };
 }
 
+// Parses an RFC 9449 DPoP challenge as this helper writes it; fails on anything else.
+function parseDPoPChallenge(value) {
+  const m = /^DPoP algs="([A-Za-z0-9 ]+)", error="([a-z_]+)", error_description="([^"\\]*)"(?:, scope="([^"\\]*)")?$/.exec(value || '');
+  assert.ok(m, `not an RFC 9449 DPoP challenge: ${value}`);
+  return { algs: m[1].split(' '), error: m[2], description: m[3], scope: m[4] };
+}
+
 // reject() follows ../reasons.json (internal/reasons): every reason usher sends, and the fail-closed rest.
 describe('usherAuth against ../reasons.json', () => {
   const table = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'reasons.json'), 'utf8'));
@@ -166,21 +175,53 @@ describe('usherAuth against ../reasons.json', () => {
     assert.equal(table.unknown.bearer_error, '');
   });
 
-  it('reject() maps every reason as reasons.json says', () => {
+  it('the helper\'s table is reasons.json, DPoP challenges included', () => {
+    const want = Object.fromEntries(table.reasons.filter((r) => r.reason !== 'REASON_VALID')
+      .map((r) => [r.reason, { status: r.http_status, error: r.bearer_error, challenge: r.challenge }]));
+    assert.deepEqual({ ...REJECTIONS }, want);
+    assert.deepEqual({ ...UNKNOWN_REASON }, { status: table.unknown.http_status, error: table.unknown.bearer_error, challenge: table.unknown.challenge });
+    assert.deepEqual(table.reasons.filter((r) => r.challenge === 'DPoP').map((r) => r.reason), ['REASON_PROOF_MISSING', 'REASON_INVALID_PROOF']);
+    assert.equal(DPOP_ALGS, table.dpop_algs);
+  });
+
+  it('the DPoP header and scheme are checked before asking usher', async () => {
+    let err = await a.check('DPoP tok', { dpop: ['a.b.c', 'd.e.f'], method: 'GET', uri: 'https://api.example/x' })
+      .then(() => assert.fail('accepted'), (e) => e);
+    assert.ok(err instanceof Unauthorized, String(err));
+    assert.equal(err.reason, 'INVALID_PROOF');
+    const c = parseDPoPChallenge(err.wwwAuthenticate);
+    assert.equal(c.algs.join(' '), DPOP_ALGS);
+    assert.equal(c.error, 'invalid_dpop_proof');
+    assert.match(c.description, /2 DPoP header values/);
+    for (const header of ['DPoP', 'dpop   ']) {
+      err = await a.check(header).then(() => assert.fail('accepted'), (e) => e);
+      assert.equal(err.reason, 'INVALID_CREDENTIALS');
+      assert.equal(parseDPoPChallenge(err.wwwAuthenticate).error, 'invalid_request');
+    }
+  });
+
+  for (const scheme of ['Bearer', 'DPoP']) {
+    it(`reject() maps every reason as reasons.json says (scheme ${scheme})`, () => checkReject(scheme));
+  }
+
+  // Every rejection as reasons.json says; its challenge is DPoP when the table says so or the token came so.
+  function checkReject(scheme) {
     const classes = { 401: Unauthorized, 403: Forbidden, 503: ServiceUnavailable };
     const all = cases();
     assert.ok(all.length >= table.reasons.length + 2);
     for (const [label, number, rule] of all) {
-      const what = `${label} (${number})`;
-      const err = a.reject(verdict(number));
+      const what = `${label} (${number}, scheme ${scheme})`;
+      const err = a.reject(verdict(number), scheme);
       assert.equal(err.status, rule.http_status, what);
       assert.ok(err instanceof classes[rule.http_status], `${what}: ${err.name}`);
       if (err.status === 401) assert.ok(err.wwwAuthenticate, `${what}: 401 without www-authenticate (RFC 7235 section 3.1)`);
       const params = {};
       if (err.wwwAuthenticate != null) {
-        const m = /^Bearer realm="[^"\\]*"((?:, [a-z_]+="[^"\\]*")*)$/.exec(err.wwwAuthenticate);
-        assert.ok(m, `${what}: not an RFC 6750 challenge: ${err.wwwAuthenticate}`);
-        for (const [, k, v] of m[1].matchAll(/, ([a-z_]+)="([^"\\]*)"/g)) params[k] = v;
+        const m = /^(Bearer realm|DPoP algs)="[^"\\]*"((?:, [a-z_]+="[^"\\]*")*)$/.exec(err.wwwAuthenticate);
+        assert.ok(m, `${what}: not an RFC 6750 or RFC 9449 challenge: ${err.wwwAuthenticate}`);
+        const want = rule.challenge === 'DPoP' || scheme === 'DPoP' ? 'DPoP algs' : 'Bearer realm';
+        assert.equal(m[1], want, `${what}: ${err.wwwAuthenticate}`);
+        for (const [, k, v] of m[2].matchAll(/, ([a-z_]+)="([^"\\]*)"/g)) params[k] = v;
         assert.equal(err.headers['www-authenticate'], err.wwwAuthenticate, what);
       }
       assert.equal(params.error ?? '', rule.bearer_error, `${what}: ${err.wwwAuthenticate}`);
@@ -192,7 +233,7 @@ describe('usherAuth against ../reasons.json', () => {
         assert.equal(params.scope, undefined, `${what}: ${err.wwwAuthenticate}`);
       }
     }
-  });
+  }
 });
 
 describe('usherAuth against usher dev', { timeout: TEST_TIMEOUT_MS }, () => {
@@ -206,16 +247,29 @@ describe('usherAuth against usher dev', { timeout: TEST_TIMEOUT_MS }, () => {
     return a;
   };
 
-  const mint = async (audience, scopes = [], ttl, { opaque = false } = {}) => {
+  const mint = async (audience, scopes = [], ttl, { opaque = false, dpopKey } = {}) => {
     const args = ['mint', '--addr', addr, '--audience', audience];
     for (const s of scopes) args.push('--scope', s);
     if (ttl) args.push('--ttl', ttl);
     if (opaque) args.push('--opaque');
+    if (dpopKey) args.push('--dpop-key', dpopKey);
     const { stdout } = await run(usherBin, args, { timeout: CMD_TIMEOUT_MS });
     const token = stdout.trim();
     assert.equal(token.split('.').length, opaque ? 1 : 3, `not ${opaque ? 'an opaque token' : 'a compact JWS'}: ${token}`);
     return token;
   };
+
+  // A path for a DPoP key of this test, which `usher mint --dpop-key` creates.
+  const dpopKey = (name = 'dpop') => path.join(fs.mkdtempSync(path.join(tmp, 'key-')), `${name}.pem`);
+
+  const proof = async (key, method, uri, token) => {
+    const { stdout } = await run(usherBin, ['proof', '--key', key, '--method', method, '--uri', uri, '--token', token], { timeout: CMD_TIMEOUT_MS });
+    const p = stdout.trim();
+    assert.equal(p.split('.').length, 3, `not a compact JWS: ${p}`);
+    return p;
+  };
+
+  const refused = (promise) => promise.then(() => assert.fail('accepted'), (e) => e);
 
   beforeEach(async () => {
     auths = [];
@@ -343,6 +397,87 @@ describe('usherAuth against usher dev', { timeout: TEST_TIMEOUT_MS }, () => {
     assert.ok(err.hint);
   });
 
+  const INVOICES = 'https://invoices.example/invoices';
+
+  it('usher mint --dpop-key creates a private key file (0600) once', async () => {
+    const key = dpopKey();
+    const args = ['mint', '--addr', addr, '--audience', 'api/users', '--dpop-key', key];
+    const first = await run(usherBin, args, { timeout: CMD_TIMEOUT_MS });
+    assert.ok(first.stderr.includes(`created ${key}`), first.stderr);
+    assert.equal(fs.statSync(key).mode & 0o777, 0o600);
+    assert.ok(fs.readFileSync(key, 'utf8').startsWith('-----BEGIN PRIVATE KEY-----'));
+    const again = await run(usherBin, args, { timeout: CMD_TIMEOUT_MS });
+    assert.equal(again.stderr, '');
+    assert.notEqual(again.stdout, first.stdout);
+  });
+
+  it('DPoP-bound token with its proof: valid, with cnf.jkt', async () => {
+    const key = dpopKey();
+    const token = await mint('api/invoices', ['invoices.read'], undefined, { dpopKey: key });
+    const claims = await auth('api/invoices').check(`DPoP ${token}`, {
+      requiredScopes: ['invoices.read'], dpop: await proof(key, 'GET', INVOICES, token), method: 'GET', uri: `${INVOICES}?page=2`,
+    });
+    assert.deepEqual(claims.scopes, ['invoices.read']);
+    assert.deepEqual(Object.keys(claims.confirmation), ['jkt']);
+    assert.equal(claims.confirmation.jkt, claims.raw.cnf.jkt);
+  });
+
+  it('DPoP-bound token as Bearer: 401 PROOF_MISSING with a DPoP challenge', async () => {
+    const key = dpopKey();
+    const token = await mint('api/invoices', ['invoices.read'], undefined, { dpopKey: key });
+    const a = auth('api/invoices');
+    const p = await proof(key, 'GET', INVOICES, token);
+    for (const opts of [{}, { dpop: p, method: 'GET', uri: INVOICES }]) {
+      const err = await refused(a.check(`Bearer ${token}`, opts));
+      assert.ok(err instanceof Unauthorized, String(err));
+      assert.equal(err.status, 401);
+      assert.equal(err.reason, 'PROOF_MISSING');
+      assert.match(err.hint, /DPoP/);
+      const c = parseDPoPChallenge(err.wwwAuthenticate);
+      assert.ok(c.algs.includes('ES256'), c.algs);
+      assert.equal(c.error, 'invalid_token');
+      assert.ok(c.description.startsWith('PROOF_MISSING: '), c.description);
+      assert.equal(err.headers['www-authenticate'], err.wwwAuthenticate);
+    }
+  });
+
+  it('a proof for another URI or by another key, or used twice: 401 INVALID_PROOF', async () => {
+    const key = dpopKey('mine');
+    const other = dpopKey('other');
+    const token = await mint('api/invoices', ['invoices.read'], undefined, { dpopKey: key });
+    await mint('api/users', [], undefined, { dpopKey: other }); // creates the other key
+    const a = auth('api/invoices');
+    const users = 'https://users.example/users';
+    for (const [p, claim, expected, actual] of [
+      [await proof(key, 'GET', users, token), 'htu', [INVOICES], [users]],
+      [await proof(other, 'GET', INVOICES, token), 'jkt'],
+    ]) {
+      const err = await refused(a.check(`DPoP ${token}`, { dpop: p, method: 'GET', uri: INVOICES }));
+      assert.ok(err instanceof Unauthorized, String(err));
+      assert.equal(err.reason, 'INVALID_PROOF');
+      assert.equal(err.mismatch.claim, claim);
+      if (expected) assert.deepEqual([err.mismatch.expected, err.mismatch.actual], [expected, actual]);
+      const c = parseDPoPChallenge(err.wwwAuthenticate);
+      assert.equal(c.error, 'invalid_dpop_proof');
+      assert.ok(c.description.startsWith('INVALID_PROOF: '), c.description);
+    }
+    const p = await proof(key, 'GET', INVOICES, token);
+    await a.check(`DPoP ${token}`, { dpop: p, method: 'GET', uri: INVOICES });
+    const err = await refused(a.check(`DPoP ${token}`, { dpop: p, method: 'GET', uri: INVOICES }));
+    assert.equal(err.reason, 'INVALID_PROOF', 'a replayed proof');
+    assert.equal(parseDPoPChallenge(err.wwwAuthenticate).error, 'invalid_dpop_proof');
+  });
+
+  it('any rejection of the DPoP scheme has a DPoP challenge', async () => {
+    const key = dpopKey();
+    const token = await mint('api/users', ['users.read'], undefined, { dpopKey: key });
+    const err = await refused(auth('api/invoices').check(`DPoP ${token}`, { dpop: await proof(key, 'GET', INVOICES, token), method: 'GET', uri: INVOICES }));
+    assert.equal(err.reason, 'AUDIENCE_MISMATCH');
+    const c = parseDPoPChallenge(err.wwwAuthenticate);
+    assert.equal(c.error, 'invalid_token');
+    assert.ok(c.description.startsWith('AUDIENCE_MISMATCH: '), c.description);
+  });
+
   it('no Authorization header: 401 MISSING_CREDENTIALS, challenge without error code', async () => {
     const a = auth('api/users');
     for (const header of [undefined, null, '', '   ', []]) {
@@ -425,8 +560,10 @@ describe('usherAuth against usher dev', { timeout: TEST_TIMEOUT_MS }, () => {
     await new Promise((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve); });
     try {
       const url = `http://127.0.0.1:${server.address().port}/invoices`;
-      const get = async (authorization) => {
-        const res = await fetch(url, { headers: authorization ? { authorization } : {}, signal: AbortSignal.timeout(10000) });
+      const get = async (authorization, dpop) => {
+        const headers = authorization ? { authorization } : {};
+        if (dpop) headers.dpop = dpop;
+        const res = await fetch(url, { headers, signal: AbortSignal.timeout(10000) });
         return { status: res.status, challenge: res.headers.get('www-authenticate'), body: await res.json() };
       };
 
@@ -449,6 +586,21 @@ describe('usherAuth against usher dev', { timeout: TEST_TIMEOUT_MS }, () => {
       assert.equal(r.status, 401);
       assert.equal(r.body.reason, 'MISSING_CREDENTIALS');
       assert.equal(r.challenge, 'Bearer realm="api/invoices"');
+
+      const key = dpopKey();
+      const bound = await mint('api/invoices', ['invoices.read'], undefined, { dpopKey: key });
+      r = await get(`DPoP ${bound}`, await proof(key, 'GET', url, bound));
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body.subject, 'usher-dev');
+      r = await get(`DPoP ${bound}`, await proof(key, 'GET', `${url}/other`, bound));
+      assert.equal(r.status, 401);
+      assert.equal(r.body.reason, 'INVALID_PROOF');
+      assert.ok(r.challenge.startsWith('DPoP algs="'), r.challenge);
+      assert.match(r.challenge, /error="invalid_dpop_proof"/);
+      r = await get(`Bearer ${bound}`);
+      assert.equal(r.status, 401);
+      assert.equal(r.body.reason, 'PROOF_MISSING');
+      assert.ok(r.challenge.startsWith('DPoP algs="'), r.challenge);
 
       const token = await mint('api/invoices', ['invoices.read']);
       await usher.stop();

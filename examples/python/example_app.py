@@ -3,12 +3,20 @@
     /usr/bin/python3 example_app.py --usher 127.0.0.1:50051 --listen 127.0.0.1:8080
     curl -i -H "Authorization: Bearer $(usher mint --audience api/invoices --scope invoices.read)" \
         http://127.0.0.1:8080/invoices
+
+A DPoP-bound token goes with a proof made for this request's method and URI:
+
+    T=$(usher mint --audience api/invoices --scope invoices.read --dpop-key dpop.pem)
+    curl -i -H "Authorization: DPoP $T" \
+        -H "DPoP: $(usher proof --key dpop.pem --method GET --uri http://127.0.0.1:8080/invoices --token $T)" \
+        http://127.0.0.1:8080/invoices
 """
 
 import argparse
 import json
 import logging
 from wsgiref.simple_server import make_server
+from wsgiref.util import request_uri
 
 from usher_auth import UsherAuth, UsherAuthError
 
@@ -27,7 +35,11 @@ def make_app(auth):
             start_response("404 Not Found", [("Content-Type", "application/json")])
             return [b'{"error":"Not Found"}']
         try:
-            claims = auth.check(environ.get("HTTP_AUTHORIZATION"), required_scopes=ROUTES[path])
+            # The URI a DPoP proof is made for, as this server sees it (Host header and
+            # wsgi.url_scheme); behind a proxy, rebuild the one the caller used instead.
+            claims = auth.check(environ.get("HTTP_AUTHORIZATION"), required_scopes=ROUTES[path],
+                                dpop=environ.get("HTTP_DPOP"), method=environ.get("REQUEST_METHOD"),
+                                uri=request_uri(environ, include_query=False))
         except UsherAuthError as e:
             log.info("%s %s -> %d %s: %s", environ.get("REQUEST_METHOD"), path, e.status, e.reason, e.message)
             start_response(e.status_line, e.headers)

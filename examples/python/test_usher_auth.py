@@ -120,8 +120,10 @@ class UsherProcess:
 
 
 REASONS_JSON = os.path.join(HERE, "..", "reasons.json")
-CHALLENGE = re.compile(r'Bearer realm="[^"\\]*"((?:, [a-z_]+="[^"\\]*")*)')
+CHALLENGE = re.compile(r'(Bearer realm|DPoP algs)="[^"\\]*"((?:, [a-z_]+="[^"\\]*")*)')
 PARAM = re.compile(r', ([a-z_]+)="([^"\\]*)"')
+DPOP_CHALLENGE = re.compile(r'DPoP algs="([A-Za-z0-9 ]+)", error="([a-z_]+)", error_description="([^"\\]*)"'
+                            r'(?:, scope="([^"\\]*)")?')
 
 
 class ReasonsTableTest(unittest.TestCase):
@@ -161,6 +163,34 @@ class ReasonsTableTest(unittest.TestCase):
             yield name, number, rule
         yield "REASON_999 (a newer usher)", 999, unknown
 
+    def test_helper_table_is_reasons_json(self):
+        rules = {r["reason"]: (r["http_status"], r["bearer_error"], r["challenge"]) for r in self.table["reasons"]
+                 if r["reason"] != "REASON_VALID"}
+        self.assertEqual(usher_auth._REJECTIONS, rules)
+        unknown = self.table["unknown"]
+        self.assertEqual(usher_auth._UNKNOWN, (unknown["http_status"], unknown["bearer_error"], unknown["challenge"]))
+        self.assertEqual([r["reason"] for r in self.table["reasons"] if r["challenge"] == "DPoP"],
+                         ["REASON_PROOF_MISSING", "REASON_INVALID_PROOF"])
+        self.assertEqual(usher_auth.DPOP_ALGS, self.table["dpop_algs"])
+
+    def test_dpop_header_and_scheme_checked_before_usher(self):
+        with self.assertRaises(Unauthorized) as cm:
+            self.auth.check("DPoP tok", dpop=["a.b.c", "d.e.f"], method="GET", uri="https://api.example/x")
+        e = cm.exception
+        self.assertEqual(e.reason, "INVALID_PROOF")
+        m = DPOP_CHALLENGE.fullmatch(e.www_authenticate)
+        self.assertIsNotNone(m, e.www_authenticate)
+        self.assertEqual(m.group(1), usher_auth.DPOP_ALGS)
+        self.assertEqual(m.group(2), "invalid_dpop_proof")
+        self.assertIn("2 DPoP header values", m.group(3))
+        for header in ("DPoP", "dpop   "):
+            with self.subTest(header=header):
+                with self.assertRaises(Unauthorized) as cm:
+                    self.auth.check(header)
+                m = DPOP_CHALLENGE.fullmatch(cm.exception.www_authenticate)
+                self.assertIsNotNone(m, cm.exception.www_authenticate)
+                self.assertEqual((cm.exception.reason, m.group(2)), ("INVALID_CREDENTIALS", "invalid_request"))
+
     def test_table_is_complete(self):
         names = [r["reason"] for r in self.table["reasons"]]
         self.assertIn("REASON_INSUFFICIENT_SCOPE", names)
@@ -171,12 +201,17 @@ class ReasonsTableTest(unittest.TestCase):
         self.assertEqual(self.table["unknown"]["bearer_error"], "")
 
     def test_reject_follows_reasons_json(self):
+        for scheme in ("Bearer", "DPoP"):
+            self.check_reject(scheme)
+
+    def check_reject(self, scheme):
+        """Every rejection as reasons.json says; its challenge is DPoP when the table says so or the token came so."""
         classes = {401: Unauthorized, 403: Forbidden, 503: ServiceUnavailable}
         seen = 0
         for label, number, rule in self.cases():
-            with self.subTest(reason=label):
+            with self.subTest(reason=label, scheme=scheme):
                 seen += 1
-                e = self.auth._reject(self.verdict(number))
+                e = self.auth._reject(self.verdict(number), scheme)
                 self.assertEqual(e.status, rule["http_status"])
                 self.assertIs(type(e), classes[rule["http_status"]])
                 self.assertTrue(e.status_line.startswith("%d " % rule["http_status"]))
@@ -186,8 +221,10 @@ class ReasonsTableTest(unittest.TestCase):
                     params = {}
                 else:
                     m = CHALLENGE.fullmatch(e.www_authenticate)
-                    self.assertIsNotNone(m, "not an RFC 6750 challenge: %r" % e.www_authenticate)
-                    params = dict(PARAM.findall(m.group(1)))
+                    self.assertIsNotNone(m, "not an RFC 6750 or RFC 9449 challenge: %r" % e.www_authenticate)
+                    want = "DPoP algs" if "DPoP" in (rule["challenge"], scheme) else "Bearer realm"
+                    self.assertEqual(m.group(1), want, e.www_authenticate)
+                    params = dict(PARAM.findall(m.group(2)))
                     self.assertIn(("WWW-Authenticate", e.www_authenticate), e.headers)
                 self.assertEqual(params.get("error", ""), rule["bearer_error"], e.www_authenticate)
                 if rule["bearer_error"]:
@@ -219,7 +256,7 @@ class UsherAuthTest(unittest.TestCase):
         self.auths.append(a)
         return a
 
-    def mint(self, audience, *scopes, ttl=None, opaque=False):
+    def mint(self, audience, *scopes, ttl=None, opaque=False, dpop_key=None):
         cmd = [USHER, "mint", "--addr", self.addr, "--audience", audience]
         for s in scopes:
             cmd += ["--scope", s]
@@ -227,6 +264,8 @@ class UsherAuthTest(unittest.TestCase):
             cmd += ["--ttl", ttl]
         if opaque:
             cmd += ["--opaque"]
+        if dpop_key:
+            cmd += ["--dpop-key", dpop_key]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT)
         self.assertEqual(out.returncode, 0, out.stderr)
         token = out.stdout.strip()
@@ -235,6 +274,29 @@ class UsherAuthTest(unittest.TestCase):
         else:
             self.assertEqual(token.count("."), 2, "not a compact JWS: %r" % token)
         return token
+
+    def dpop_key(self, name="dpop"):
+        """A path for a DPoP key of this test, which `usher mint --dpop-key` creates."""
+        d = tempfile.mkdtemp(dir=TMP)
+        return os.path.join(d, name + ".pem")
+
+    def proof(self, key, method, uri, token):
+        out = subprocess.run([USHER, "proof", "--key", key, "--method", method, "--uri", uri, "--token", token],
+                             capture_output=True, text=True, timeout=CMD_TIMEOUT)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        proof = out.stdout.strip()
+        self.assertEqual(proof.count("."), 2, "not a compact JWS: %r" % proof)
+        return proof
+
+    def assert_dpop_challenge(self, err, error, description_prefix):
+        m = DPOP_CHALLENGE.fullmatch(err.www_authenticate or "")
+        self.assertIsNotNone(m, "not an RFC 9449 DPoP challenge: %r" % err.www_authenticate)
+        algs, got_error, description, scope = m.groups()
+        self.assertIn("ES256", algs.split())
+        self.assertEqual(got_error, error)
+        self.assertTrue(description.startswith(description_prefix), description)
+        self.assertIsNone(scope)
+        self.assertIn(("WWW-Authenticate", err.www_authenticate), err.headers)
 
     def revoke(self, token):
         out = subprocess.run([USHER, "revoke", "--addr", self.addr, token], capture_output=True, text=True,
@@ -356,6 +418,81 @@ class UsherAuthTest(unittest.TestCase):
         self.assertEqual(cm.exception.reason, "EXPIRED")
         self.assertTrue(cm.exception.hint)
 
+    # --- DPoP-bound tokens (RFC 9449) ---
+
+    INVOICES = "https://invoices.example/invoices"
+
+    def test_mint_dpop_key_creates_a_private_key_file_once(self):
+        key = self.dpop_key()
+        cmd = [USHER, "mint", "--addr", self.addr, "--audience", "api/users", "--dpop-key", key]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("created " + key, out.stderr)
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
+        with open(key) as f:
+            self.assertTrue(f.read().startswith("-----BEGIN PRIVATE KEY-----"))
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT)
+        self.assertEqual((again.returncode, again.stderr), (0, ""))
+        self.assertNotEqual(again.stdout, out.stdout)
+
+    def test_dpop_bound_token_with_its_proof_is_valid(self):
+        key = self.dpop_key()
+        token = self.mint("api/invoices", "invoices.read", dpop_key=key)
+        claims = self.auth("api/invoices").check(
+            "DPoP " + token, required_scopes=["invoices.read"], dpop=self.proof(key, "GET", self.INVOICES, token),
+            method="GET", uri=self.INVOICES + "?page=2")
+        self.assertEqual(claims.scopes, ["invoices.read"])
+        self.assertEqual(list(claims.confirmation), ["jkt"])
+        self.assertEqual(claims.confirmation["jkt"], claims.raw["cnf"]["jkt"])
+
+    def test_dpop_bound_token_as_bearer_is_401_proof_missing(self):
+        key = self.dpop_key()
+        token = self.mint("api/invoices", "invoices.read", dpop_key=key)
+        auth = self.auth("api/invoices")
+        proof = self.proof(key, "GET", self.INVOICES, token)
+        for label, kw in (("no proof", {}), ("a proof, scheme Bearer", dict(dpop=proof, method="GET", uri=self.INVOICES))):
+            with self.subTest(label):
+                with self.assertRaises(Unauthorized) as cm:
+                    auth.check("Bearer " + token, **kw)
+                e = cm.exception
+                self.assertEqual((e.status, e.reason), (401, "PROOF_MISSING"))
+                self.assertIn("DPoP", e.hint)
+                self.assert_dpop_challenge(e, "invalid_token", "PROOF_MISSING: ")
+
+    def test_proof_for_another_uri_or_key_or_used_twice_is_401_invalid_proof(self):
+        key, other = self.dpop_key("mine"), self.dpop_key("other")
+        token = self.mint("api/invoices", "invoices.read", dpop_key=key)
+        self.mint("api/users", dpop_key=other)  # creates the other key
+        auth = self.auth("api/invoices")
+        users = "https://users.example/users"
+        cases = (("another URI", self.proof(key, "GET", users, token), "htu", [self.INVOICES], [users]),
+                 ("another key", self.proof(other, "GET", self.INVOICES, token), "jkt", None, None))
+        for label, proof, claim, expected, actual in cases:
+            with self.subTest(label):
+                with self.assertRaises(Unauthorized) as cm:
+                    auth.check("DPoP " + token, dpop=proof, method="GET", uri=self.INVOICES)
+                e = cm.exception
+                self.assertEqual((e.status, e.reason), (401, "INVALID_PROOF"))
+                self.assertEqual(e.mismatch["claim"], claim)
+                if expected is not None:
+                    self.assertEqual((e.mismatch["expected"], e.mismatch["actual"]), (expected, actual))
+                self.assert_dpop_challenge(e, "invalid_dpop_proof", "INVALID_PROOF: ")
+        proof = self.proof(key, "GET", self.INVOICES, token)
+        auth.check("DPoP " + token, dpop=proof, method="GET", uri=self.INVOICES)
+        with self.assertRaises(Unauthorized) as cm:
+            auth.check("DPoP " + token, dpop=proof, method="GET", uri=self.INVOICES)
+        self.assertEqual(cm.exception.reason, "INVALID_PROOF", "a replayed proof")
+        self.assert_dpop_challenge(cm.exception, "invalid_dpop_proof", "INVALID_PROOF: ")
+
+    def test_any_rejection_of_the_dpop_scheme_has_a_dpop_challenge(self):
+        key = self.dpop_key()
+        token = self.mint("api/users", "users.read", dpop_key=key)
+        with self.assertRaises(Unauthorized) as cm:
+            self.auth("api/invoices").check("DPoP " + token, dpop=self.proof(key, "GET", self.INVOICES, token),
+                                            method="GET", uri=self.INVOICES)
+        self.assertEqual(cm.exception.reason, "AUDIENCE_MISMATCH")
+        self.assert_dpop_challenge(cm.exception, "invalid_token", "AUDIENCE_MISMATCH: ")
+
     # --- the Authorization header ---
 
     def test_no_header_is_401_without_error_code(self):
@@ -449,8 +586,11 @@ class UsherAuthTest(unittest.TestCase):
         self.addCleanup(stop_server)
         url = "http://127.0.0.1:%d/invoices" % srv.server_port
 
-        def get(authorization=None):
-            req = urllib.request.Request(url, headers={"Authorization": authorization} if authorization else {})
+        def get(authorization=None, dpop=None):
+            headers = {"Authorization": authorization} if authorization else {}
+            if dpop:
+                headers["DPoP"] = dpop
+            req = urllib.request.Request(url, headers=headers)
             try:
                 with urllib.request.urlopen(req, timeout=10) as r:
                     return r.status, dict(r.headers), json.loads(r.read())
@@ -473,6 +613,18 @@ class UsherAuthTest(unittest.TestCase):
         status, headers, body = get()
         self.assertEqual((status, body["reason"]), (401, "MISSING_CREDENTIALS"))
         self.assertEqual(headers["WWW-Authenticate"], 'Bearer realm="api/invoices"')
+
+        key = self.dpop_key()
+        bound = self.mint("api/invoices", "invoices.read", dpop_key=key)
+        status, _, body = get("DPoP " + bound, self.proof(key, "GET", url, bound))
+        self.assertEqual((status, body["subject"]), (200, "usher-dev"))
+        status, headers, body = get("DPoP " + bound, self.proof(key, "GET", url + "/other", bound))
+        self.assertEqual((status, body["reason"]), (401, "INVALID_PROOF"))
+        self.assertTrue(headers["WWW-Authenticate"].startswith('DPoP algs="'), headers["WWW-Authenticate"])
+        self.assertIn('error="invalid_dpop_proof"', headers["WWW-Authenticate"])
+        status, headers, body = get("Bearer " + bound)
+        self.assertEqual((status, body["reason"]), (401, "PROOF_MISSING"))
+        self.assertTrue(headers["WWW-Authenticate"].startswith('DPoP algs="'), headers["WWW-Authenticate"])
 
         token = self.mint("api/invoices", "invoices.read")
         self.usher.stop()

@@ -1,8 +1,10 @@
-"""Bearer-token checks for Python HTTP services, answered by usher.
+"""Bearer- and DPoP-token checks for Python HTTP services, answered by usher.
 
     auth = UsherAuth("127.0.0.1:50051", "api/invoices")
     try:
-        claims = auth.check(environ.get("HTTP_AUTHORIZATION"), required_scopes=["invoices.read"])
+        claims = auth.check(environ.get("HTTP_AUTHORIZATION"), required_scopes=["invoices.read"],
+                            dpop=environ.get("HTTP_DPOP"), method=environ["REQUEST_METHOD"],
+                            uri=wsgiref.util.request_uri(environ, include_query=False))
     except UsherAuthError as e:
         start_response(e.status_line, e.headers)
         return [e.body()]
@@ -13,6 +15,15 @@ error="invalid_token") for a token usher rejects, Forbidden (403,
 error="insufficient_scope") for a missing scope, ServiceUnavailable (503) when
 usher cannot decide (KEYS_UNAVAILABLE, unreachable, past the deadline). It
 fails closed: no verdict, no access.
+
+A DPoP-bound token (RFC 9449) comes as "Authorization: DPoP <token>" with a
+DPoP header holding a proof made for this request: pass that header, the
+request's method and its URI (scheme, host, path; the query is dropped), and
+usher checks the proof. Sent as Bearer or without its proof, a bound token is
+PROOF_MISSING; a bad proof is INVALID_PROOF. Both, and any rejection of a
+request that used the DPoP scheme, are answered with a DPoP challenge
+(RFC 9449 section 7.1). client_cert_sha256 (base64url SHA-256 of the DER client
+certificate of the TLS connection) is for certificate-bound tokens (RFC 8705).
 
 The gRPC stubs are generated from proto/usher/v1/usher.proto with grpc_tools
 (Debian: python3-grpcio, python3-grpc-tools) into gen/ beside this file, or
@@ -112,6 +123,8 @@ class Claims:
     token_type: str
     raw: dict  # every payload claim, as JSON values
     token_format: str = ""  # "jwt", or "opaque" for a token usher introspected
+    # The token's cnf: {"jkt": ...} for a DPoP-bound token, {"x5t#S256": ...} for a certificate-bound one.
+    confirmation: dict = dataclasses.field(default_factory=dict)
 
 
 class UsherAuthError(Exception):
@@ -165,29 +178,37 @@ class ServiceUnavailable(UsherAuthError):
 
 
 # What each usher.v1.Reason of a rejection means to the caller: (HTTP status, RFC 6750
-# error, "" when the token is not at fault). The same list as internal/reasons, whose
-# JSON form examples/reasons.json test_usher_auth checks this against. A reason not
-# listed (UNSPECIFIED, VALID in a rejection, one a newer usher sends) fails closed
-# like an unavailable usher: _UNKNOWN.
+# error, "" when the token is not at fault, the challenge's scheme when it must be DPoP
+# whatever scheme the token came with). The same list as internal/reasons, whose JSON
+# form examples/reasons.json test_usher_auth checks this against. A reason not listed
+# (UNSPECIFIED, VALID in a rejection, one a newer usher sends) fails closed like an
+# unavailable usher: _UNKNOWN.
 _REJECTIONS = {
-    "REASON_MALFORMED": (401, "invalid_token"),
-    "REASON_UNSUPPORTED_ALGORITHM": (401, "invalid_token"),
-    "REASON_UNTRUSTED_ISSUER": (401, "invalid_token"),
-    "REASON_UNKNOWN_KEY": (401, "invalid_token"),
-    "REASON_INVALID_SIGNATURE": (401, "invalid_token"),
-    "REASON_WRONG_TOKEN_TYPE": (401, "invalid_token"),
-    "REASON_EXPIRED": (401, "invalid_token"),
-    "REASON_NOT_YET_VALID": (401, "invalid_token"),
-    "REASON_MISSING_CLAIM": (401, "invalid_token"),
-    "REASON_AUDIENCE_MISMATCH": (401, "invalid_token"),
-    "REASON_INSUFFICIENT_SCOPE": (403, "insufficient_scope"),
-    "REASON_KEYS_UNAVAILABLE": (503, ""),
-    "REASON_INACTIVE": (401, "invalid_token"),
-    "REASON_ISSUER_UNAVAILABLE": (503, ""),
-    "REASON_PROOF_MISSING": (401, "invalid_token"),
-    "REASON_INVALID_PROOF": (401, "invalid_dpop_proof"),
+    "REASON_MALFORMED": (401, "invalid_token", ""),
+    "REASON_UNSUPPORTED_ALGORITHM": (401, "invalid_token", ""),
+    "REASON_UNTRUSTED_ISSUER": (401, "invalid_token", ""),
+    "REASON_UNKNOWN_KEY": (401, "invalid_token", ""),
+    "REASON_INVALID_SIGNATURE": (401, "invalid_token", ""),
+    "REASON_WRONG_TOKEN_TYPE": (401, "invalid_token", ""),
+    "REASON_EXPIRED": (401, "invalid_token", ""),
+    "REASON_NOT_YET_VALID": (401, "invalid_token", ""),
+    "REASON_MISSING_CLAIM": (401, "invalid_token", ""),
+    "REASON_AUDIENCE_MISMATCH": (401, "invalid_token", ""),
+    "REASON_INSUFFICIENT_SCOPE": (403, "insufficient_scope", ""),
+    "REASON_KEYS_UNAVAILABLE": (503, "", ""),
+    "REASON_INACTIVE": (401, "invalid_token", ""),
+    "REASON_ISSUER_UNAVAILABLE": (503, "", ""),
+    "REASON_PROOF_MISSING": (401, "invalid_token", "DPoP"),
+    "REASON_INVALID_PROOF": (401, "invalid_dpop_proof", "DPoP"),
 }
-_UNKNOWN = (503, "")
+_UNKNOWN = (503, "", "")
+
+# The proof algorithms usher accepts, announced in a DPoP challenge (RFC 9449 section 7.1).
+DPOP_ALGS = "ES256 ES384 ES512 EdDSA PS256 PS384 PS512 RS256 RS384 RS512"  # reasons.json "dpop_algs"
+
+# The authorization schemes check() takes, by their lower-case name.
+_SCHEMES = {"bearer": "Bearer", "dpop": "DPoP"}
+_SEND = 'send "Authorization: Bearer <access token>" (or "Authorization: DPoP <access token>" with a DPoP proof header)'
 
 
 def _header_safe(s):
@@ -240,15 +261,25 @@ class UsherAuth:
     def __exit__(self, *exc):
         self.close()
 
-    def check(self, authorization_header, required_scopes=()):
+    def check(self, authorization_header, required_scopes=(), dpop=None, method=None, uri=None,
+              client_cert_sha256=None):
         """Returns the token's Claims, or raises Unauthorized, Forbidden or ServiceUnavailable.
 
         authorization_header: the request's Authorization value (str, None, or a
-        list of values when the framework keeps repeated headers).
+        list of values when the framework keeps repeated headers), "Bearer <token>"
+        or "DPoP <token>".
+        dpop: the request's DPoP header (str, None, or a list of values).
+        method, uri: the request's method and URI (scheme, host and path; a query
+        or fragment is dropped), which a DPoP proof must have been made for.
+        client_cert_sha256: base64url SHA-256 of the DER client certificate of the
+        TLS connection, for a certificate-bound token.
         """
-        token = self._bearer(authorization_header)
+        scheme, token = self._credentials(authorization_header)
+        proof = self._proof(dpop)
         req = self._pb2.ValidateTokenRequest(
-            token=token, expected_audience=self.audience, required_scopes=list(required_scopes))
+            token=token, expected_audience=self.audience, required_scopes=list(required_scopes),
+            scheme=scheme, dpop_proof=proof, http_method=method or "", http_uri=_without_query(uri),
+            client_certificate_sha256=client_cert_sha256 or "")
         try:
             resp = self._stub.ValidateToken(req, timeout=self.timeout)
         except grpc.RpcError as e:
@@ -262,34 +293,50 @@ class UsherAuth:
             ) from None
         if resp.valid and resp.reason == self._pb2.REASON_VALID:
             return self._claims(resp.claims)
-        raise self._reject(resp)
+        raise self._reject(resp, scheme)
 
-    def _bearer(self, header):
+    def _credentials(self, header):
+        """(scheme, token) of an Authorization value: scheme "Bearer" or "DPoP"."""
         if isinstance(header, (list, tuple)):
             if len(header) > 1:
                 raise self._invalid_request("%d Authorization values: send exactly one" % len(header))
             header = header[0] if header else None
         if header is None or not header.strip():
             raise Unauthorized(
-                "MISSING_CREDENTIALS", "no Authorization header",
-                hint='send "Authorization: Bearer <access token>"',
+                "MISSING_CREDENTIALS", "no Authorization header", hint=_SEND,
                 www_authenticate='Bearer realm="%s"' % _header_safe(self.realm))
         scheme, _, token = header.strip().partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer":
+        canonical = _SCHEMES.get(scheme.lower())
+        if canonical is None:
             raise self._invalid_request(
-                "authorization scheme %r: this service takes Bearer tokens" % scheme[:32])
+                "authorization scheme %r: this service takes Bearer or DPoP tokens" % scheme[:32])
         if not token:
-            raise self._invalid_request("empty bearer token")
-        return token
+            raise self._invalid_request("empty %s token" % canonical, canonical)
+        return canonical, token
 
-    def _invalid_request(self, why):
-        return Unauthorized(
-            "INVALID_CREDENTIALS", why, hint='send "Authorization: Bearer <access token>"',
-            www_authenticate='Bearer realm="%s", error="invalid_request", error_description="%s"'
-                             % (_header_safe(self.realm), _header_safe(why)))
+    def _proof(self, dpop):
+        """The one DPoP header value, or ""."""
+        if isinstance(dpop, (list, tuple)):
+            if len(dpop) > 1:  # RFC 9449 section 4.3: not more than one DPoP header
+                why = "%d DPoP header values: send exactly one proof" % len(dpop)
+                raise Unauthorized(
+                    "INVALID_PROOF", why, hint="make one fresh proof per request",
+                    www_authenticate=self._dpop_challenge("invalid_dpop_proof", why))
+            dpop = dpop[0] if dpop else None
+        return (dpop or "").strip()
 
-    def _reject(self, resp):
+    def _dpop_challenge(self, error, description):
+        return 'DPoP algs="%s", error="%s", error_description="%s"' % (DPOP_ALGS, error, _header_safe(description))
+
+    def _invalid_request(self, why, scheme="Bearer"):
+        challenge = 'Bearer realm="%s", error="invalid_request", error_description="%s"' % (
+            _header_safe(self.realm), _header_safe(why))
+        if scheme == "DPoP":
+            challenge = self._dpop_challenge("invalid_request", why)
+        return Unauthorized("INVALID_CREDENTIALS", why, hint=_SEND, www_authenticate=challenge)
+
+    def _reject(self, resp, scheme="Bearer"):
         pb2 = self._pb2
         try:
             name = pb2.Reason.Name(resp.reason)
@@ -304,12 +351,15 @@ class UsherAuth:
         if resp.hint:
             description += " (hint: " + resp.hint + ")"
         kw = dict(hint=resp.hint, mismatch=mismatch, verdict=resp)
-        status, error = _REJECTIONS.get(name, _UNKNOWN)
+        status, error, challenge_scheme = _REJECTIONS.get(name, _UNKNOWN)
         cls = {401: Unauthorized, 403: Forbidden}.get(status, ServiceUnavailable)
         if cls is ServiceUnavailable:  # not the token's fault: no challenge
             return ServiceUnavailable(reason, resp.message, **kw)
 
-        challenge = 'Bearer realm="%s"' % _header_safe(self.realm)
+        if challenge_scheme == "DPoP" or scheme == "DPoP":
+            challenge = 'DPoP algs="%s"' % DPOP_ALGS
+        else:
+            challenge = 'Bearer realm="%s"' % _header_safe(self.realm)
         if error:
             challenge += ', error="%s", error_description="%s"' % (error, _header_safe(description))
         if error == "insufficient_scope":
@@ -337,4 +387,10 @@ class UsherAuth:
             token_type=c.token_type,
             raw=json_format.MessageToDict(c.raw) if c.HasField("raw") else {},
             token_format=c.token_format,
+            confirmation={k: v for k, v in (("jkt", c.confirmation.jkt), ("x5t#S256", c.confirmation.x5t_s256)) if v},
         )
+
+
+def _without_query(uri):
+    """uri without its query and fragment, as a proof's htu is compared (RFC 9449 section 4.3)."""
+    return (uri or "").split("#", 1)[0].split("?", 1)[0]

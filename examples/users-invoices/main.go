@@ -1,6 +1,9 @@
 // Command users-invoices plays the audience article end to end: a caller
 // sends the Users API's token to the Invoices API, usher's interceptor says
-// exactly why that fails, and per-audience credentials fix it.
+// exactly why that fails, and per-audience credentials fix it. Then a
+// stolen token: Billing's token for the Invoices API is bound to Billing's
+// DPoP key (RFC 9449), so a copy replayed with another key, or as a plain
+// bearer token, is refused, with the reason.
 //
 //	go run ./examples/users-invoices
 //
@@ -11,6 +14,9 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -75,6 +82,9 @@ func run(ctx context.Context, out io.Writer) error {
 	if err := s.tokenPerAudience(ctx); err != nil {
 		return err
 	}
+	if err := s.stolenToken(ctx); err != nil {
+		return err
+	}
 	s.say("Every step behaved as described.")
 	return nil
 }
@@ -104,7 +114,7 @@ func (s *scene) start(ctx context.Context) (*client.Client, error) {
 		usher.Close()
 		return nil, err
 	}
-	s.say("[1/3] usher on %s trusts the issuer %s", usherAddr, iss.URL())
+	s.say("[1/4] usher on %s trusts the issuer %s", usherAddr, iss.URL())
 	s.say("      Users API on %s answers to audience api/users", s.usersAddr)
 	s.say("      Invoices API on %s answers to audience api/invoices\n", s.invoicesAddr)
 	return usher, nil
@@ -119,7 +129,7 @@ func (s *scene) oneTokenEverywhere(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("get a token: %w", err)
 	}
-	s.say("[2/3] The caller gets ONE token (audience=api/users) and sends it to both APIs")
+	s.say("[2/4] The caller gets ONE token (audience=api/users) and sends it to both APIs")
 	withTok := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok.AccessToken)
 	if err := call(withTok, s.usersAddr, "/users.v1.Users/GetProfile", s.plain); err != nil {
 		return fmt.Errorf("Users API refused its own token: %w", err)
@@ -154,7 +164,7 @@ func (s *scene) tokenPerAudience(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.say("[3/3] The caller uses per-audience credentials: each API gets a token issued for it")
+	s.say("[3/4] The caller uses per-audience credentials: each API gets a token issued for it")
 	perAudience := append(slices.Clone(s.plain), grpc.WithPerRPCCredentials(creds))
 	if err := call(ctx, s.usersAddr, "/users.v1.Users/GetProfile", perAudience); err != nil {
 		return fmt.Errorf("Users API with per-audience credentials: %w", err)
@@ -165,6 +175,89 @@ func (s *scene) tokenPerAudience(ctx context.Context) error {
 	}
 	s.say("      Invoices API -> OK\n")
 	return nil
+}
+
+// invoicesMethod is the Invoices API's one method.
+const invoicesMethod = "/billing.v1.Invoices/ListInvoices"
+
+// stolenToken is the stolen-token step (4): Billing's token for the
+// Invoices API is DPoP-bound to Billing's key, so whoever copies it (from
+// a log, a proxy, a heap dump) cannot use it: not with their own key, not
+// as a bearer token.
+func (s *scene) stolenToken(ctx context.Context) error {
+	billing, err := newDPoPSigner()
+	if err != nil {
+		return err
+	}
+	audienceFor := client.ServiceAudiences(map[string]string{"billing.v1.Invoices": "api/invoices"})
+	sources := client.DPoPClientCredentialsSources(ctx, s.cc, billing, "api/invoices")
+	creds, err := client.NewAudienceCredentials(audienceFor, sources, client.WithDPoP(billing), client.InsecureAllowLoopback())
+	if err != nil {
+		return err
+	}
+	s.say("[4/4] Billing gets a DPoP-bound token for the Invoices API: a proof at the token endpoint binds it to Billing's key")
+	s.say("      (cnf.jkt %s), and every call carries a fresh proof signed with that key", billing.Thumbprint())
+	if err := call(ctx, s.invoicesAddr, invoicesMethod, append(slices.Clone(s.plain), grpc.WithPerRPCCredentials(creds))); err != nil {
+		return fmt.Errorf("Invoices API with Billing's DPoP-bound token: %w", err)
+	}
+	s.say("      Billing, its own key          -> OK")
+	tok, err := sources["api/invoices"].Token() // what an attacker copies
+	if err != nil {
+		return err
+	}
+	s.say("      An attacker copies the token and replays it:")
+	if err := s.replayWithAnotherKey(ctx, audienceFor, tok.AccessToken, billing.Thumbprint()); err != nil {
+		return err
+	}
+	asBearer := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok.AccessToken)
+	st := status.Convert(call(asBearer, s.invoicesAddr, invoicesMethod, s.plain))
+	info := errorInfo(st)
+	if st.Code() != codes.Unauthenticated || info.GetReason() != "PROOF_MISSING" {
+		return fmt.Errorf("the stolen token as Bearer: want UNAUTHENTICATED with PROOF_MISSING, got %v %v", st.Code(), info)
+	}
+	s.say("      Attacker, as a Bearer token   -> %s", st.Code())
+	s.say("         reason    %s", info.GetReason())
+	s.say("         hint      %s\n", info.GetMetadata()["hint"])
+	return nil
+}
+
+// replayWithAnotherKey sends the stolen token with proofs the attacker
+// signs with its own key: the proof is well made, but its key is not the
+// one the token is bound to.
+func (s *scene) replayWithAnotherKey(ctx context.Context, audienceFor client.AudienceFunc, stolen, billingJKT string) error {
+	attacker, err := newDPoPSigner()
+	if err != nil {
+		return err
+	}
+	src := map[string]oauth2.TokenSource{"api/invoices": oauth2.StaticTokenSource(&oauth2.Token{AccessToken: stolen, TokenType: "DPoP"})}
+	creds, err := client.NewAudienceCredentials(audienceFor, src, client.WithDPoP(attacker), client.InsecureAllowLoopback())
+	if err != nil {
+		return err
+	}
+	var header metadata.MD
+	st := status.Convert(call(ctx, s.invoicesAddr, invoicesMethod, append(slices.Clone(s.plain), grpc.WithPerRPCCredentials(creds)), grpc.Header(&header)))
+	info := errorInfo(st)
+	md := info.GetMetadata()
+	if st.Code() != codes.Unauthenticated || info.GetReason() != "INVALID_PROOF" || md["claim"] != "jkt" ||
+		md["expected"] != billingJKT || md["actual"] != attacker.Thumbprint() {
+		return fmt.Errorf("the stolen token with another key: want UNAUTHENTICATED with INVALID_PROOF, jkt %s expected, %s actual; got %v %v", billingJKT, attacker.Thumbprint(), st.Code(), info)
+	}
+	challenge, _, _ := strings.Cut(strings.Join(header.Get("www-authenticate"), ""), ", error_description")
+	s.say("      Attacker, its own key         -> %s, and the ErrorInfo says why:", st.Code())
+	s.say("         reason    %s", info.GetReason())
+	s.say("         expected  jkt %s (Billing's key, the token's cnf)", md["expected"])
+	s.say("         actual    jkt %s (the key that signed the proof)", md["actual"])
+	s.say("         challenge %s", challenge)
+	return nil
+}
+
+// newDPoPSigner is a caller's DPoP key, P-256, kept in memory.
+func newDPoPSigner() (*client.DPoPSigner, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return client.NewDPoPSigner(key)
 }
 
 // startUsher serves usher.v1.TokenService on 127.0.0.1 trusting iss.
@@ -225,13 +318,13 @@ func serve(ctx context.Context, gs *grpc.Server) (string, error) {
 	return lis.Addr().String(), nil
 }
 
-func call(ctx context.Context, addr, method string, opts []grpc.DialOption) error {
+func call(ctx context.Context, addr, method string, opts []grpc.DialOption, callOpts ...grpc.CallOption) error {
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	return conn.Invoke(ctx, method, wrapperspb.String("hi"), new(wrapperspb.StringValue))
+	return conn.Invoke(ctx, method, wrapperspb.String("hi"), new(wrapperspb.StringValue), callOpts...)
 }
 
 func errorInfo(st *status.Status) *errdetails.ErrorInfo {

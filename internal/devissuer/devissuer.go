@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -49,6 +50,7 @@ type Issuer struct {
 	jwks     []byte
 	now      func() time.Time
 	opaque   opaqueStore
+	jtis     jtiSet // jti of the DPoP proofs seen at the token endpoint
 }
 
 // Option configures New.
@@ -225,6 +227,12 @@ type MintRequest struct {
 	// until it expires or is revoked and answers at its introspection
 	// endpoint. KeyID must be empty: nothing is signed.
 	Opaque bool
+	// JKT binds the token to a DPoP key (RFC 9449 §6): the base64url RFC
+	// 7638 SHA-256 thumbprint of its public key, put in cnf.jkt (of an
+	// opaque token: in its introspection answer, with token_type "DPoP").
+	// A validator then wants a proof signed with that key for every
+	// request. Extra must not hold cnf as well.
+	JKT string
 }
 
 // Mint signs an RFC 9068 access token (typ "at+jwt") for r, or makes an
@@ -237,6 +245,9 @@ func (i *Issuer) Mint(r MintRequest) (string, error) {
 		if _, ok := r.Extra[k]; ok {
 			return "", fmt.Errorf("devissuer: extra claim %q is set by the issuer; drop it from Extra", k)
 		}
+	}
+	if err := checkJKT(r); err != nil {
+		return "", err
 	}
 	if r.TTL == 0 {
 		r.TTL = time.Hour
@@ -277,6 +288,9 @@ func (i *Issuer) mintJWT(r MintRequest) (string, error) {
 	}
 	for k, v := range r.Extra {
 		b = b.Claim(k, v)
+	}
+	if r.JKT != "" {
+		b = b.Claim("cnf", map[string]string{"jkt": r.JKT})
 	}
 	tok, err := b.Build()
 	if err != nil {
@@ -323,6 +337,7 @@ func (i *Issuer) discovery(w http.ResponseWriter, _ *http.Request) {
 		"grant_types_supported":                         []string{"client_credentials"},
 		"token_endpoint_auth_methods_supported":         []string{"client_secret_basic", "client_secret_post"},
 		"id_token_signing_alg_values_supported":         []string{"RS256", "ES256", "EdDSA"},
+		"dpop_signing_alg_values_supported":             DPoPAlgorithms,
 		"response_types_supported":                      []string{"token"},
 		"subject_types_supported":                       []string{"public"},
 	})
@@ -376,18 +391,45 @@ func (i *Issuer) token(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusBadRequest, "invalid_request", problem)
 		return
 	}
+	// A proof binds the token to its key (RFC 9449 §5); checked last, so
+	// that a request refused for another reason does not spend its jti.
+	jkt, bad := i.checkDPoP(r)
+	if bad != "" {
+		oauthError(w, http.StatusBadRequest, "invalid_dpop_proof", "DPoP proof refused: "+string(bad))
+		return
+	}
+	req.JKT = jkt
 	tok, err := i.Mint(req)
 	if err != nil {
 		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
 		return
 	}
+	tokenType := "Bearer"
+	if jkt != "" {
+		tokenType = "DPoP"
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": tok,
-		"token_type":   "Bearer",
+		"token_type":   tokenType,
 		"expires_in":   max(int64(req.TTL/time.Second), 0),
 		"scope":        strings.Join(req.Scopes, " "),
 	})
+}
+
+// checkJKT refuses a JKT that is not a base64url SHA-256 thumbprint, and
+// one given with a cnf of Extra.
+func checkJKT(r MintRequest) error {
+	if r.JKT == "" {
+		return nil
+	}
+	if _, ok := r.Extra["cnf"]; ok {
+		return errors.New("devissuer: JKT and Extra[\"cnf\"] both set the cnf claim: give one of them")
+	}
+	if b, err := base64.RawURLEncoding.DecodeString(r.JKT); err != nil || len(b) != sha256.Size {
+		return fmt.Errorf("devissuer: JKT %q is not an RFC 7638 SHA-256 thumbprint (43 base64url characters, no padding)", clip(r.JKT))
+	}
+	return nil
 }
 
 // mintRequest reads what the token endpoint's form asks for, or says what

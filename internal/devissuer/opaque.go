@@ -114,7 +114,12 @@ func (i *Issuer) mintOpaque(r MintRequest) (string, error) {
 		claims["aud"] = r.Audience
 	}
 	claims["iat"], claims["exp"] = now.Unix(), exp.Unix()
-	for k, v := range map[string]string{"sub": r.Subject, "client_id": r.ClientID, "token_type": "Bearer"} {
+	tokenType := "Bearer"
+	if r.JKT != "" {
+		claims["cnf"] = map[string]string{"jkt": r.JKT}
+		tokenType = "DPoP" // RFC 9449 §6.2
+	}
+	for k, v := range map[string]string{"sub": r.Subject, "client_id": r.ClientID, "token_type": tokenType} {
 		if _, set := r.Extra[k]; !set {
 			claims[k] = v
 		}
