@@ -13,6 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/usher-dev/usher/internal/config"
+	"github.com/usher-dev/usher/internal/replaystore"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 	"github.com/usher-dev/usher/service"
 )
@@ -46,6 +47,9 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		} else {
 			checks = append([]service.Check{{Subject: "config", Name: "config valid", OK: true, Detail: fmt.Sprintf("%d issuers, %d audiences", len(cfg.Engine.Issuers), len(cfg.Engine.Audiences))}},
 				service.Diagnose(ctx, &cfg.Engine)...)
+			if cfg.ReplayStore != "" {
+				checks = append(checks, replayStoreCheck(ctx, cfg.ReplayStore))
+			}
 		}
 	} else {
 		title = "usher doctor: usher at " + cf.addr
@@ -144,4 +148,23 @@ func printChecklist(w io.Writer, title string, checks []service.Check, color boo
 		fmt.Fprintf(w, "\n%d problems found.\n", failed)
 	}
 	return failed
+}
+
+// replayStoreCheck asks the shared DPoP replay store for real (PING).
+func replayStoreCheck(ctx context.Context, url string) service.Check {
+	c := service.Check{Subject: "dpop", Name: "replay store answers"}
+	store, err := replaystore.New(url)
+	if err != nil {
+		c.Detail, c.Fix = err.Error(), "correct dpop.replay_store: redis://[:password@]host:6379/0, or rediss:// for TLS"
+		return c
+	}
+	defer store.Close()
+	c.Detail = store.Redacted()
+	if err := store.Ping(ctx); err != nil {
+		c.Detail += ": " + err.Error()
+		c.Fix = "start Redis or Valkey there, or make it reachable from usher; until it answers, DPoP-bound tokens get UNAVAILABLE (bearer tokens are unaffected)"
+		return c
+	}
+	c.OK = true
+	return c
 }

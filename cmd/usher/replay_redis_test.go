@@ -302,3 +302,24 @@ func TestServe_NamesInMemoryReplayStore(t *testing.T) {
 		t.Errorf("the start line does not say proofs are kept in memory:\n%s", line)
 	}
 }
+
+// TestDoctor_ReplayStore: usher doctor asks the configured replay store for
+// real: a running Redis passes (its password not shown), a stopped one
+// fails with the fix and what it means for bound tokens.
+func TestDoctor_ReplayStore(t *testing.T) {
+	good := doctorIssuer(t, func(self string) string { return self }, 2048)
+	const pw = "doctor-secret-pw"
+	srv := redistest.Start(t, "--requirepass", pw)
+	cfg := func(addr string) string {
+		return "issuers:\n  - issuer: \"" + good.URL() + "\"\n    discovery: true\ndpop:\n  replay_store: \"redis://:" + pw + "@" + addr + "/0\"\n"
+	}
+	out, code := runDoctorCmd(t, cfg(srv.Addr))
+	if code != 0 || !strings.Contains(out, "✓ replay store answers") || strings.Contains(out, pw) {
+		t.Errorf("running Redis: exit %d:\n%s", code, out)
+	}
+	srv.Stop(t)
+	out, code = runDoctorCmd(t, cfg(srv.Addr))
+	if code != 1 || !strings.Contains(out, "✗ replay store answers") || !strings.Contains(out, "DPoP-bound tokens get UNAVAILABLE") || strings.Contains(out, pw) {
+		t.Errorf("stopped Redis: exit %d:\n%s", code, out)
+	}
+}
