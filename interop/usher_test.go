@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 
 	"github.com/usher-dev/usher/internal/testkit"
@@ -107,6 +109,7 @@ func (c usherConfig) yaml(t *testing.T, issuer string) string {
 // usher is `usher serve` running on a real gRPC listener on 127.0.0.1.
 type usher struct {
 	issuer string
+	conn   *grpc.ClientConn // for client.New
 	client usherv1.TokenServiceClient
 	stderr *testkit.SyncBuffer
 }
@@ -143,7 +146,8 @@ func startUsher(t *testing.T, p *provider, cfg usherConfig) *usher {
 	defer timer.Stop()
 	select {
 	case addr := <-addrc:
-		u.client = usherv1.NewTokenServiceClient(testkit.Dial(t, addr))
+		u.conn = testkit.Dial(t, addr)
+		u.client = usherv1.NewTokenServiceClient(u.conn)
 	case <-exited:
 		t.Fatalf("usher serve exited before it listened:\n%s", u.stderr)
 	case <-timer.C:
@@ -185,9 +189,16 @@ func (u *usher) stop(t *testing.T, cmd *exec.Cmd, exited <-chan struct{}) {
 // Validate asks usher, bounded by callWait.
 func (u *usher) Validate(t *testing.T, token, audience string, scopes ...string) *usherv1.ValidateTokenResponse {
 	t.Helper()
+	return u.ValidateRequest(t, &usherv1.ValidateTokenRequest{Token: token, ExpectedAudience: audience, RequiredScopes: scopes})
+}
+
+// ValidateRequest asks usher with a whole request (a DPoP proof and the
+// request it was made for), bounded by callWait.
+func (u *usher) ValidateRequest(t *testing.T, req *usherv1.ValidateTokenRequest) *usherv1.ValidateTokenResponse {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), callWait)
 	defer cancel()
-	r, err := u.client.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: token, ExpectedAudience: audience, RequiredScopes: scopes})
+	r, err := u.client.ValidateToken(ctx, req)
 	if err != nil {
 		t.Fatalf("ValidateToken: %v", err)
 	}

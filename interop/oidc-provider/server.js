@@ -13,7 +13,12 @@
 //   web     authorization_code with redirect_uri http://127.0.0.1/cb: ID tokens.
 //           Login and consent finish by themselves (account "alice") when the
 //           browser (the test's HTTP client) follows the redirects.
+//   nonce-caller  as caller, with caller's secret, but its DPoP proofs must
+//           carry a nonce of the provider's (RFC 9449 §8: use_dpop_nonce)
 // Introspection (/token/introspection) and revocation (/token/revocation) are on.
+// DPoP (RFC 9449): a token request with a DPoP proof (ES256, EdDSA or PS256)
+// gets a token bound to the proof's key: token_type DPoP, cnf.jkt in a JWT
+// and in the introspection answer of an opaque one. Proofs are single-use.
 //
 // Commands, one a line on stdin; each is answered by one JSON line on stdout:
 //   rotate  adds a new key per key type and signs with it; the old keys stay
@@ -45,6 +50,9 @@ const RESOURCES = {
   'https://eddsa.api.test': { format: 'jwt', alg: 'EdDSA', scope: 'read' },
 };
 const TOKEN_TTL_S = 600;
+// DPOP_ALGS are the proof algorithms the provider accepts: its default
+// (ES256, Ed25519, EdDSA) and PS256, so that an RSA proof key is tried too.
+const DPOP_ALGS = ['ES256', 'Ed25519', 'EdDSA', 'PS256'];
 
 function fail(msg) {
   process.stderr.write(`oidc-provider (interop): ${msg}\n`);
@@ -67,8 +75,16 @@ function options() {
 // One key per key type for each generation: RSA (RS256, PS256), P-256
 // (ES256), Ed25519 (EdDSA). Newest first: the provider signs with the first
 // key that fits the algorithm.
+//
+// The JWK comes out of the key generation itself (privateKeyEncoding), not
+// from .privateKey.export() afterwards: on Node.js 20 a garbage collection
+// during that export can run the finished generation job's destructor, which
+// takes the lock the export holds, and the process hangs for good before it
+// is ready (seen here about once in fifty starts).
 function generation(n) {
-  const jwk = (kty, opts) => crypto.generateKeyPairSync(kty, opts).privateKey.export({ format: 'jwk' });
+  const jwk = (kty, opts) => crypto.generateKeyPairSync(kty, {
+    ...opts, privateKeyEncoding: { format: 'jwk' }, publicKeyEncoding: { format: 'jwk' },
+  }).privateKey;
   return [
     { ...jwk('rsa', { modulusLength: 2048 }), kid: `rsa-${n}`, use: 'sig' },
     { ...jwk('ec', { namedCurve: 'P-256' }), kid: `ec-${n}`, use: 'sig' },
@@ -84,11 +100,12 @@ function resourceServerInfo(resource) {
   return info;
 }
 
-function newProvider(issuer, keys, secrets, cookieKeys) {
+function newProvider(issuer, keys, secrets, cookieKeys, nonceSecret) {
   const basic = { token_endpoint_auth_method: 'client_secret_basic' };
   return new Provider(issuer, {
     clients: [
       { ...basic, client_id: 'caller', client_secret: secrets.caller, grant_types: ['client_credentials'], redirect_uris: [], response_types: [] },
+      { ...basic, client_id: 'nonce-caller', client_secret: secrets.caller, grant_types: ['client_credentials'], redirect_uris: [], response_types: [] },
       { ...basic, client_id: 'usher', client_secret: secrets.usher, grant_types: [], redirect_uris: [], response_types: [] },
       { ...basic, client_id: 'web', client_secret: secrets.web, grant_types: ['authorization_code'], redirect_uris: [REDIRECT_URI], response_types: ['code'] },
     ],
@@ -96,8 +113,15 @@ function newProvider(issuer, keys, secrets, cookieKeys) {
     cookies: { keys: cookieKeys },
     findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
     interactions: { url: async (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    enabledJWA: { dPoPSigningAlgValues: DPOP_ALGS },
     features: {
       devInteractions: { enabled: false },
+      dPoP: {
+        enabled: true,
+        allowReplay: false,
+        nonceSecret,
+        requireNonce: (ctx) => ctx.oidc?.client?.clientId === 'nonce-caller',
+      },
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
@@ -140,6 +164,7 @@ function reply(obj) {
 async function main() {
   const { port, secrets } = options();
   const cookieKeys = [crypto.randomBytes(32).toString('base64url')];
+  const nonceSecret = crypto.randomBytes(32); // the same across rotations: nonces stay good
   let gen = 1;
   let keys = generation(gen);
   let provider;
@@ -161,7 +186,7 @@ async function main() {
   });
   const issuer = `http://${HOST}:${server.address().port}`;
   const install = () => {
-    provider = newProvider(issuer, keys, secrets, cookieKeys);
+    provider = newProvider(issuer, keys, secrets, cookieKeys, nonceSecret);
     provider.on('server_error', (_ctx, err) => process.stderr.write(`server_error: ${err.stack}\n`));
     callback = provider.callback();
   };
