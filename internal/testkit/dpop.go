@@ -92,14 +92,7 @@ func (k *Key) ProofHeader() map[string]any {
 // of Absent removes the claim).
 func ProofClaims(token, method, uri string, at time.Time, kv ...any) map[string]any {
 	m := map[string]any{"jti": JTI(), "htm": method, "htu": uri, "iat": at.Unix(), "ath": ATH(token)}
-	for i := 0; i < len(kv); i += 2 {
-		if kv[i+1] == Absent {
-			delete(m, kv[i].(string))
-		} else {
-			m[kv[i].(string)] = kv[i+1]
-		}
-	}
-	return m
+	return set(m, kv)
 }
 
 // Proof is a DPoP proof signed by k for a request (method, uri) with token,

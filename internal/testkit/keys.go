@@ -234,14 +234,7 @@ func Claims(iss string, kv ...any) map[string]any {
 		"client_id": "frontend",
 		"jti":       "jti-1",
 	}
-	for i := 0; i < len(kv); i += 2 {
-		if kv[i+1] == Absent {
-			delete(m, kv[i].(string))
-		} else {
-			m[kv[i].(string)] = kv[i+1]
-		}
-	}
-	return m
+	return set(m, kv)
 }
 
 // WithSig replaces the signature segment of tok.
@@ -252,4 +245,17 @@ func WithSig(tok string, sig []byte) string {
 		}
 	}
 	return tok
+}
+
+// set applies name/value pairs to m (a value of Absent removes the name)
+// and returns m.
+func set(m map[string]any, kv []any) map[string]any {
+	for i := 0; i < len(kv); i += 2 {
+		if kv[i+1] == Absent {
+			delete(m, kv[i].(string))
+		} else {
+			m[kv[i].(string)] = kv[i+1]
+		}
+	}
+	return m
 }

@@ -16,9 +16,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/usher-dev/usher/internal/testkit"
 )
 
 // startTimeout bounds how long redis-server may take to answer PING.
@@ -35,25 +36,7 @@ type Server struct {
 	tls    *tls.Config // nil: plain TCP
 	cmd    *exec.Cmd
 	exited chan struct{}
-	out    *lockedWriter
-}
-
-// lockedWriter collects redis-server's output; safe for concurrent use.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
+	out    *testkit.SyncBuffer
 }
 
 // Binary is the redis-server to run, or skips (fails under
@@ -130,7 +113,7 @@ func (s *Server) start(addr string) error {
 	}
 	args := append([]string{"--bind", "127.0.0.1"}, listen...)
 	args = append(append(args, "--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no", "--protected-mode", "yes"), s.args...)
-	w := &lockedWriter{}
+	w := &testkit.SyncBuffer{}
 	s.out = w
 	s.cmd = exec.Command(s.bin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = w, w
