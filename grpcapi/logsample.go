@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -87,6 +88,28 @@ func (s *LogSampler) Handle(ctx context.Context, r slog.Record) error {
 		return nil
 	}
 	return s.next.Handle(ctx, r)
+}
+
+// logSampled logs a record of msg at level whose "reason" attribute is
+// reason, as a logger over s would, but asks the sampler first: attrs (the
+// record's attributes, reason among them) is called only for a line that
+// is written, so a flood of rejections costs a count, not a line's making.
+func (s *LogSampler) logSampled(ctx context.Context, level slog.Level, msg, reason string, attrs func() []slog.Attr) {
+	if !s.next.Enabled(ctx, level) {
+		return
+	}
+	if level >= slog.LevelInfo && slices.Contains(s.st.messages, msg) {
+		pass, summaries := s.st.admit(sampleKey{msg, reason}, level)
+		s.st.write(ctx, summaries)
+		if !pass {
+			return
+		}
+	}
+	var pcs [1]uintptr
+	runtime.Callers(2, pcs[:]) // as slog.Logger does: the caller of logSampled
+	r := slog.NewRecord(time.Now(), level, msg, pcs[0])
+	r.AddAttrs(attrs()...)
+	_ = s.next.Handle(ctx, r)
 }
 
 // Flush writes the summaries of a window that has ended.

@@ -37,12 +37,13 @@ const (
 const sizedFieldsBytes = MaxProofBytes + MaxURIBytes + 16<<10
 
 // engineRequest checks the request's fields and converts it for the
-// engine; the error is an INVALID_ARGUMENT status.
-func engineRequest(req *usherv1.ValidateTokenRequest) (*service.Request, error) {
+// engine; the error is an INVALID_ARGUMENT status. A value: the engine
+// keeps no pointer to it, so it stays on the caller's stack.
+func engineRequest(req *usherv1.ValidateTokenRequest) (service.Request, error) {
 	if err := checkProofFields(req); err != nil {
-		return nil, err
+		return service.Request{}, err
 	}
-	return &service.Request{
+	return service.Request{
 		Token:                   req.GetToken(),
 		Audience:                req.GetExpectedAudience(),
 		Scopes:                  req.GetRequiredScopes(),

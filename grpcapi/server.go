@@ -30,6 +30,9 @@ type Server struct {
 	swapped chan struct{} // tells the health monitor
 	sampler *LogSampler   // bounds the rejection lines
 	log     *slog.Logger
+	// validateInfo is what ValidateToken's interceptors are told: the same
+	// for every call (interceptors read it; grpc's own do not change it).
+	validateInfo grpc.UnaryServerInfo
 }
 
 // Option configures NewServer and Register.
@@ -72,6 +75,7 @@ func NewServer(v *service.Validator, log *slog.Logger, opts ...Option) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{swapped: make(chan struct{}, 1), sampler: NewLogSampler(log.Handler(), o.now, validateMsg)}
+	s.validateInfo = grpc.UnaryServerInfo{Server: s, FullMethod: usherv1.TokenService_ValidateToken_FullMethodName}
 	s.log = slog.New(s.sampler)
 	s.v.Store(v)
 	return s
@@ -107,7 +111,7 @@ func (s *Server) ValidateRequest(ctx context.Context, r *service.Request) (servi
 func Register(ctx context.Context, gs *grpc.Server, v *service.Validator, log *slog.Logger, opts ...Option) *Server {
 	o := newOptions(opts)
 	srv := NewServer(v, log, opts...)
-	usherv1.RegisterTokenServiceServer(gs, srv)
+	gs.RegisterService(tokenServiceDesc(), srv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
@@ -130,6 +134,17 @@ func Register(ctx context.Context, gs *grpc.Server, v *service.Validator, log *s
 
 // ValidateToken implements usher.v1.TokenService.
 func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
+	resp := new(usherv1.ValidateTokenResponse)
+	if _, err := s.validateInto(ctx, req, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// validateInto is ValidateToken, its response written to resp (a zero
+// message); it also returns the response's claims with their encoding (nil
+// when it has none), for the wire (see spliced).
+func (s *Server) validateInto(ctx context.Context, req *usherv1.ValidateTokenRequest, resp *usherv1.ValidateTokenResponse) (*wireClaims, error) {
 	if aud := req.GetExpectedAudience(); strings.TrimSpace(aud) == "" {
 		what := "empty"
 		switch {
@@ -145,7 +160,7 @@ func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRe
 		return nil, err
 	}
 	start := time.Now()
-	v, err := s.v.Load().ValidateRequest(ctx, r)
+	v, err := s.v.Load().ValidateRequest(ctx, &r)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, validateMsg, append(logAttrs("PROOF_UNCHECKED", req, start), slog.String("error", cause(err)))...)
 		return nil, unchecked(err)
@@ -154,14 +169,21 @@ func (s *Server) ValidateToken(ctx context.Context, req *usherv1.ValidateTokenRe
 	if !v.Valid() {
 		level = slog.LevelInfo
 	}
-	if s.log.Enabled(ctx, level) {
+	// The line's attributes are made only if the sampler lets it through.
+	s.sampler.logSampled(ctx, level, validateMsg, v.Reason.String(), func() []slog.Attr {
 		attrs := logAttrs(v.Reason.String(), req, start)
 		if v.Claims != nil {
 			attrs = append(attrs, slog.String("issuer", v.Claims.Issuer), slog.String("kid", service.Printable(v.Claims.KeyID)))
 		}
-		s.log.LogAttrs(ctx, level, validateMsg, attrs...)
+		return attrs
+	})
+	fillVerdict(resp, &v)
+	var w *wireClaims
+	if v.Claims != nil {
+		w = wireClaimsOf(v.Claims)
+		resp.Claims = w.msg
 	}
-	return verdictProto(&v), nil
+	return w, nil
 }
 
 // logAttrs identify a call in the log: the token by its TokenID, and of
@@ -218,23 +240,23 @@ func (s *Server) ListIssuers(context.Context, *usherv1.ListIssuersRequest) (*ush
 	return out, nil
 }
 
-func verdictProto(v *service.Verdict) *usherv1.ValidateTokenResponse {
-	out := &usherv1.ValidateTokenResponse{
-		Valid:    v.Valid(),
-		Reason:   usherv1.Reason(v.Reason),
-		Message:  v.Message,
-		Hint:     v.Hint,
-		Mismatch: mismatchProto(v.Mismatch),
-		Claims:   claimsProto(v.Claims),
+// fillVerdict writes v, but its claims, into out, a zero message.
+func fillVerdict(out *usherv1.ValidateTokenResponse, v *service.Verdict) {
+	out.Valid = v.Valid()
+	out.Reason = usherv1.Reason(v.Reason)
+	out.Message = v.Message
+	out.Hint = v.Hint
+	out.Mismatch = mismatchProto(v.Mismatch)
+	if len(v.Violations) > 0 {
+		out.Violations = make([]*usherv1.Violation, len(v.Violations))
+		for i, vi := range v.Violations {
+			out.Violations[i] = &usherv1.Violation{
+				Reason:   usherv1.Reason(vi.Reason),
+				Message:  vi.Message,
+				Mismatch: mismatchProto(vi.Mismatch),
+			}
+		}
 	}
-	for _, vi := range v.Violations {
-		out.Violations = append(out.Violations, &usherv1.Violation{
-			Reason:   usherv1.Reason(vi.Reason),
-			Message:  vi.Message,
-			Mismatch: mismatchProto(vi.Mismatch),
-		})
-	}
-	return out
 }
 
 func mismatchProto(m *service.Mismatch) *usherv1.Mismatch {
@@ -250,7 +272,7 @@ func claimsProto(c *service.Claims) *usherv1.Claims {
 	if c == nil {
 		return nil
 	}
-	return service.MemoClaims(c, convertClaims)
+	return wireClaimsOf(c).msg
 }
 
 func convertClaims(c *service.Claims) *usherv1.Claims {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -65,6 +66,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer setMemoryLimit(log, memlimit.FromCgroup)()
 	return serve(ctx, serveOptions{cfg: cfg, path: *cfgPath, log: log, reload: hangups(ctx)})
 }
 
