@@ -3,33 +3,55 @@
 //
 //	benchcheck wait -addr A [-timeout 15s] [-service S]
 //	    waits until A's grpc.health.v1 reports S SERVING ("" for the server)
-//	benchcheck verdicts -addr A -expect expected.json FILE...
-//	    sends every entry of each ghz data file once and checks each verdict
-//	    against the reason expected.json gives for it
+//	benchcheck verdicts -addr A -expect expected.json [-max K] FILE...
+//	    sends every entry (or the first K) of each ghz data file once and
+//	    checks each verdict against the reason expected.json gives for it
 //	benchcheck ghz REPORT.json
 //	    prints a ghz JSON report as one tab-separated line: requests, RPS,
-//	    p50 ms, p99 ms, status distribution, errors
+//	    p50 ms, p99 ms, status distribution, errors, end reason
+//	benchcheck vegeta REPORT.json
+//	    the same line from a `vegeta report -type=json` report
+//	benchcheck targets -url URL FILE
+//	    prints a ghz data file as vegeta JSON targets: one POST of
+//	    {"input": {"token", "expected_audience"}} to URL per entry
+//	benchcheck opa -url URL -expect expected.json [-max K] FILE...
+//	    POSTs entries to OPA's data API and checks that the result is true
+//	    exactly for the entries expected.json gives REASON_VALID
+//	benchcheck flood -addr A -seed ed25519.seed -pid PID [-max 1000000] [-duration 120s] [-c 50]
+//	    sends distinct EdDSA tokens, signed on the fly, until -max or
+//	    -duration, sampling the VmRSS of process PID every second: prints
+//	    "sample<TAB>seconds<TAB>tokens sent<TAB>VmRSS kB" lines and a last
+//	    "done<TAB>sent<TAB>valid<TAB>other verdicts<TAB>errors<TAB>seconds<TAB>VmRSS kB<TAB>VmHWM kB"
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/usher-dev/usher/bench/internal/benchjwt"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 )
 
@@ -45,6 +67,14 @@ func main() {
 		err = verdicts(os.Args[2:], os.Stdout)
 	case "ghz":
 		err = ghz(os.Args[2:], os.Stdout)
+	case "vegeta":
+		err = vegeta(os.Args[2:], os.Stdout)
+	case "targets":
+		err = targets(os.Args[2:], os.Stdout)
+	case "opa":
+		err = opa(os.Args[2:], os.Stdout)
+	case "flood":
+		err = flood(os.Args[2:], os.Stdout)
 	default:
 		usage()
 	}
@@ -55,7 +85,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchcheck wait|verdicts|ghz ... (see the package documentation)")
+	fmt.Fprintln(os.Stderr, "usage: benchcheck wait|verdicts|ghz|vegeta|targets|opa|flood ... (see the package documentation)")
 	os.Exit(2)
 }
 
@@ -112,6 +142,7 @@ func verdicts(args []string, w io.Writer) error {
 	expectPath := fs.String("expect", "", "expected.json written by benchtokens")
 	workers := fs.Int("c", 8, "concurrent calls")
 	timeout := fs.Duration("timeout", 5*time.Minute, "deadline of the whole check")
+	maxEntries := fs.Int("max", 0, "check only the first K entries of each file (0: all)")
 	_ = fs.Parse(args)
 	var expect map[string][]string
 	if err := readJSON(*expectPath, &expect); err != nil {
@@ -134,6 +165,9 @@ func verdicts(args []string, w io.Writer) error {
 		want, ok := expect[filepath.Base(path)]
 		if !ok || len(want) != len(reqs) {
 			return fmt.Errorf("%s: %s has no expectation of %d entries", path, *expectPath, len(reqs))
+		}
+		if *maxEntries > 0 && len(reqs) > *maxEntries {
+			reqs, want = reqs[:*maxEntries], want[:*maxEntries]
 		}
 		got := make([]string, len(reqs))
 		var wg sync.WaitGroup
@@ -239,4 +273,301 @@ func readJSON(path string, v any) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
+}
+
+// vegetaReport is the part of `vegeta report -type=json` that the table shows.
+type vegetaReport struct {
+	Latencies struct {
+		P50 int64 `json:"50th"`
+		P99 int64 `json:"99th"`
+	} `json:"latencies"`
+	Duration    int64          `json:"duration"` // ns, first to last request sent
+	Wait        int64          `json:"wait"`     // ns, last request sent to its response
+	Requests    int            `json:"requests"`
+	StatusCodes map[string]int `json:"status_codes"`
+	Errors      []string       `json:"errors"`
+}
+
+// vegeta prints the line ghz prints, from a vegeta JSON report; every
+// status but 200 counts as an error (0 is a transport error).
+func vegeta(args []string, w io.Writer) error {
+	if len(args) != 1 {
+		return errors.New("want one vegeta JSON report")
+	}
+	var r vegetaReport
+	if err := readJSON(args[0], &r); err != nil {
+		return err
+	}
+	rps := 0.0
+	if d := r.Duration + r.Wait; d > 0 {
+		rps = float64(r.Requests) / (float64(d) / 1e9)
+	}
+	errs := r.Requests - r.StatusCodes["200"]
+	end := "normal"
+	if len(r.Errors) > 0 {
+		end = "errors: " + strings.Join(r.Errors[:min(3, len(r.Errors))], "; ")
+	}
+	fmt.Fprintf(w, "%d\t%.0f\t%.3f\t%.3f\t%s\t%d\t%s\n", r.Requests, rps, float64(r.Latencies.P50)/1e6, float64(r.Latencies.P99)/1e6,
+		distribution(r.StatusCodes), errs, end)
+	return nil
+}
+
+// opaInput is the body of a query of OPA's data API.
+type opaInput struct {
+	Input request `json:"input"`
+}
+
+// targets writes vegeta's JSON targets format, one line per data file entry.
+func targets(args []string, w io.Writer) error {
+	fs := flag.NewFlagSet("targets", flag.ExitOnError)
+	url := fs.String("url", "", "URL to POST each entry to")
+	_ = fs.Parse(args)
+	if *url == "" || fs.NArg() != 1 {
+		return errors.New("want -url URL and one data file")
+	}
+	var reqs []request
+	if err := readJSON(fs.Arg(0), &reqs); err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(w, 1<<20)
+	enc := json.NewEncoder(bw)
+	header := http.Header{"Content-Type": {"application/json"}}
+	for _, r := range reqs {
+		body, err := json.Marshal(opaInput{r})
+		if err != nil {
+			return err
+		}
+		// vegeta's JSON target: body is base64 (encoding/json's []byte).
+		if err := enc.Encode(struct {
+			Method string      `json:"method"`
+			URL    string      `json:"url"`
+			Body   []byte      `json:"body"`
+			Header http.Header `json:"header"`
+		}{"POST", *url, body, header}); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+// opa checks OPA's answers: allow (result true) exactly for valid tokens.
+func opa(args []string, w io.Writer) error {
+	fs := flag.NewFlagSet("opa", flag.ExitOnError)
+	url := fs.String("url", "", "URL of the policy decision, e.g. http://127.0.0.1:8181/v1/data/usher/bench/allow")
+	expectPath := fs.String("expect", "", "expected.json written by benchtokens")
+	maxEntries := fs.Int("max", 0, "check only the first K entries of each file (0: all)")
+	_ = fs.Parse(args)
+	var expect map[string][]string
+	if err := readJSON(*expectPath, &expect); err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	var failed []string
+	for _, path := range fs.Args() {
+		var reqs []request
+		if err := readJSON(path, &reqs); err != nil {
+			return err
+		}
+		want, ok := expect[filepath.Base(path)]
+		if !ok || len(want) != len(reqs) {
+			return fmt.Errorf("%s: %s has no expectation of %d entries", path, *expectPath, len(reqs))
+		}
+		if *maxEntries > 0 && len(reqs) > *maxEntries {
+			reqs, want = reqs[:*maxEntries], want[:*maxEntries]
+		}
+		counts := map[string]int{}
+		var wrong []string
+		for i, r := range reqs {
+			got, err := opaQuery(client, *url, r)
+			if err != nil {
+				got = "error: " + err.Error()
+			}
+			counts[got]++
+			if exp := strconv.FormatBool(want[i] == "REASON_VALID"); got != exp {
+				wrong = append(wrong, fmt.Sprintf("entry %d (%s): got %s, want %s", i, want[i], got, exp))
+			}
+		}
+		verdict := "ok"
+		if len(wrong) > 0 {
+			verdict = fmt.Sprintf("%d WRONG (e.g. %s)", len(wrong), strings.Join(wrong[:min(3, len(wrong))], "; "))
+			failed = append(failed, filepath.Base(path))
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", filepath.Base(path), len(reqs), distribution(counts), verdict)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("OPA answered unexpectedly in %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// opaQuery returns OPA's result for one entry: "true", "false" or, for a
+// policy that defines nothing, "undefined".
+func opaQuery(client *http.Client, url string, r request) (string, error) {
+	body, err := json.Marshal(opaInput{r})
+	if err != nil {
+		return "", err
+	}
+	resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+	}
+	var out struct {
+		Result *bool `json:"result"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return "", err
+	}
+	if out.Result == nil {
+		return "undefined", nil
+	}
+	return strconv.FormatBool(*out.Result), nil
+}
+
+// flood sends distinct EdDSA tokens (made and signed here, each with its
+// own jti) as fast as usher answers, and samples the server's memory.
+func flood(args []string, w io.Writer) error {
+	fs := flag.NewFlagSet("flood", flag.ExitOnError)
+	addr := fs.String("addr", "", "host:port of usher")
+	seedPath := fs.String("seed", "", "ed25519.seed written by benchtokens (the key ed-1 of its JWKS)")
+	pid := fs.Int("pid", 0, "server process whose VmRSS is sampled")
+	maxTokens := fs.Int64("max", 1_000_000, "tokens to send at most")
+	duration := fs.Duration("duration", 120*time.Second, "time to send them in at most")
+	workers := fs.Int("c", 50, "concurrent calls")
+	_ = fs.Parse(args)
+	seedHex, err := os.ReadFile(*seedPath)
+	if err != nil {
+		return err
+	}
+	seed, err := hex.DecodeString(strings.TrimSpace(string(seedHex)))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return fmt.Errorf("%s: not a hex Ed25519 seed", *seedPath)
+	}
+	if _, _, err := memory(*pid); err != nil {
+		return err
+	}
+	s := benchjwt.Signer{Alg: "EdDSA", Kid: "ed-1", Priv: ed25519.NewKeyFromSeed(seed)}
+	auds := []string{"api/users", "api/invoices"}
+	run := rand.Text()[:8] // jti prefix: tokens of this run only
+	conn, err := dial(*addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	tc := usherv1.NewTokenServiceClient(conn)
+
+	start := time.Now()
+	deadline := start.Add(*duration)
+	iat, exp := start.Unix(), start.Add(2*time.Hour).Unix()
+	var next, sent, valid, other, failed atomic.Int64
+	var mu sync.Mutex
+	var firstErr error
+	done := make(chan struct{})
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				rss, _, _ := memory(*pid)
+				fmt.Fprintf(w, "sample\t%.1f\t%d\t%d\n", now.Sub(start).Seconds(), sent.Load(), rss)
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	for range max(*workers, 1) {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				i := next.Add(1) - 1
+				if i >= *maxTokens {
+					return
+				}
+				aud := auds[i%2]
+				tok, err := benchjwt.Sign(s, map[string]any{
+					"iss": benchjwt.Issuer, "sub": fmt.Sprintf("bench-client-%d", i%100), "aud": aud,
+					"scope": "bench", "iat": iat, "exp": exp, "jti": fmt.Sprintf("%s-%d", run, i),
+				}, false)
+				if err != nil {
+					mu.Lock()
+					firstErr = firstOf(firstErr, err)
+					mu.Unlock()
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				resp, err := tc.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: aud})
+				cancel()
+				sent.Add(1)
+				switch {
+				case err != nil:
+					if failed.Add(1) == 1 {
+						mu.Lock()
+						firstErr = firstOf(firstErr, err)
+						mu.Unlock()
+					}
+				case resp.GetReason() == usherv1.Reason_REASON_VALID:
+					valid.Add(1)
+				default:
+					if other.Add(1) == 1 {
+						mu.Lock()
+						firstErr = firstOf(firstErr, fmt.Errorf("verdict %s: %s", resp.GetReason(), resp.GetMessage()))
+						mu.Unlock()
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	sampler.Wait()
+	elapsed := time.Since(start)
+	rss, hwm, err := memory(*pid)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "done\t%d\t%d\t%d\t%d\t%.1f\t%d\t%d\n", sent.Load(), valid.Load(), other.Load(), failed.Load(), elapsed.Seconds(), rss, hwm)
+	if firstErr != nil {
+		fmt.Fprintln(os.Stderr, "benchcheck flood: first problem:", firstErr)
+	}
+	if failed.Load() > 0 || other.Load() > 0 {
+		return fmt.Errorf("%d errors and %d verdicts other than VALID", failed.Load(), other.Load())
+	}
+	return firstErr
+}
+
+func firstOf(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+// memory returns VmRSS and VmHWM of a process, in kB (proc(5)).
+func memory(pid int) (rss, hwm int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "VmRSS:":
+			rss, _ = strconv.ParseInt(f[1], 10, 64)
+		case "VmHWM:":
+			hwm, _ = strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return rss, hwm, nil
 }

@@ -1,32 +1,42 @@
 // Command benchtokens writes the inputs of the ghz benchmark: a key set, an
 // usher configuration that trusts it, and ghz data files of signed tokens.
 //
-//	benchtokens -out DIR [-port 50051] [-n 2000]
+//	benchtokens -out DIR [-port 50051] [-n 2000] [-warm 0] [-cache-entries 0] [-cache-bytes 0]
 //
 // Files written to DIR:
 //
 //	jwks.json            public keys rs-1 (RS256), es-1 (ES256), ed-1 (EdDSA)
-//	usher.yaml           listen 127.0.0.1:PORT, one issuer with jwks_file, two audiences
+//	usher.yaml           listen 127.0.0.1:PORT, one issuer with jwks_file, two audiences,
+//	                     and the cache bounds when -cache-entries / -cache-bytes are given
 //	repeated.json        one valid RS256 token
 //	distinct-rs256.json  N valid RS256 tokens, each with its own jti
 //	distinct-es256.json  N valid ES256 tokens
 //	distinct-eddsa.json  N valid EdDSA tokens
-//	mix.json             N RS256 tokens: 80 % valid, 10 % wrong audience, 5 % expired, 5 % bad signature
+//	mix.json             N RS256 entries: 80 % valid, 10 % wrong audience, 5 % expired, 5 % bad signature
+//	hitmiss.json         N RS256 entries: every other one the token of repeated.json (a cache hit once
+//	                     seen), the others distinct tokens
+//	warm.json            -warm valid RS256 tokens of their own, to fill usher's cache before a run
 //	expected.json        for each data file, the reason usher must answer for each entry
+//	ed25519.seed         the EdDSA key's seed (hex), for benchcheck flood
+//	opa.rego             an OPA policy: data.usher.bench.allow, io.jwt.decode_verify over the same JWKS
+//	opa-data.json        the JWKS as the string data.usher_bench.jwks, for opa.rego
 //
 // Every data file is a JSON array of {"token", "expected_audience"} objects,
-// which ghz sends in turn.
+// which ghz sends in turn. To keep the RSA signing short, mix.json and
+// hitmiss.json reuse the tokens of distinct-rs256.json (a wrong-audience entry
+// is a valid token checked for the other API, a bad signature one with a bit
+// of its signature flipped; only the expired ones are signed anew): the kit
+// sends each file to a server process of its own, which has seen none of them.
 package main
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -37,10 +47,12 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/usher-dev/usher/bench/internal/benchjwt"
 )
 
 // Issuer is the iss of every token and the issuer of the configuration.
-const Issuer = "https://bench.usher.test/"
+const Issuer = benchjwt.Issuer
 
 // audiences are the registered APIs; valid tokens alternate between them.
 var audiences = []struct{ aud, name, scope string }{
@@ -54,10 +66,7 @@ type Request struct {
 	ExpectedAudience string `json:"expected_audience"`
 }
 
-type signer struct {
-	alg, kid string
-	priv     crypto.Signer
-}
+type signer = benchjwt.Signer
 
 // kind says what is wrong with a generated token, if anything.
 type kind int
@@ -90,15 +99,27 @@ var mixPattern = [20]kind{
 func main() {
 	out := flag.String("out", "", "directory to write the files to (required; created if missing)")
 	port := flag.Int("port", 50051, "port of usher's loopback listener in usher.yaml")
-	n := flag.Int("n", 2000, "tokens in each distinct-*.json and in mix.json")
+	n := flag.Int("n", 2000, "tokens in each distinct-*.json, entries in mix.json and hitmiss.json")
+	warm := flag.Int("warm", 0, "tokens in warm.json (0: no warm.json)")
+	var o options
+	flag.IntVar(&o.cacheEntries, "cache-entries", 0, "cache_max_entries in usher.yaml (0: not set, usher's default)")
+	flag.Int64Var(&o.cacheBytes, "cache-bytes", 0, "cache_max_bytes in usher.yaml (0: not set, usher's default)")
 	flag.Parse()
-	if err := run(*out, *port, *n); err != nil {
+	o.warm = *warm
+	if err := run(*out, *port, *n, o); err != nil {
 		fmt.Fprintln(os.Stderr, "benchtokens:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out string, port, n int) error {
+// options are benchtokens' optional outputs.
+type options struct {
+	warm         int
+	cacheEntries int
+	cacheBytes   int64
+}
+
+func run(out string, port, n int, o options) error {
 	if out == "" {
 		return errors.New("-out DIR is required")
 	}
@@ -107,6 +128,9 @@ func run(out string, port, n int) error {
 	}
 	if n < 1 {
 		return fmt.Errorf("-n %d: want at least 1", n)
+	}
+	if o.warm < 0 || o.cacheEntries < -1 || o.cacheBytes < 0 {
+		return errors.New("-warm, -cache-entries and -cache-bytes: want a count (-cache-entries -1: cache off)")
 	}
 	dir, err := filepath.Abs(out)
 	if err != nil {
@@ -127,15 +151,21 @@ func run(out string, port, n int) error {
 	if err != nil {
 		return err
 	}
-	rs := signer{"RS256", "rs-1", rsaKey}
-	es := signer{"ES256", "es-1", ecKey}
-	ed := signer{"EdDSA", "ed-1", edKey}
+	rs := signer{Alg: "RS256", Kid: "rs-1", Priv: rsaKey}
+	es := signer{Alg: "ES256", Kid: "es-1", Priv: ecKey}
+	ed := signer{Alg: "EdDSA", Kid: "ed-1", Priv: edKey}
 
 	jwksPath := filepath.Join(dir, "jwks.json")
 	if err := writeJSON(jwksPath, jwks(rs, es, ed)); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "usher.yaml"), []byte(config(port, jwksPath)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "usher.yaml"), []byte(config(port, jwksPath, o)), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ed25519.seed"), []byte(hex.EncodeToString(edKey.Seed())+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := writeOPA(dir, jwksPath); err != nil {
 		return err
 	}
 
@@ -151,9 +181,13 @@ func run(out string, port, n int) error {
 		{"distinct-rs256.json", rs, func(int) kind { return valid }, n},
 		{"distinct-es256.json", es, func(int) kind { return valid }, n},
 		{"distinct-eddsa.json", ed, func(int) kind { return valid }, n},
-		{"mix.json", rs, func(i int) kind { return mixPattern[i%len(mixPattern)] }, n},
+		{"warm.json", rs, func(int) kind { return valid }, o.warm},
 	}
+	signed := map[string][]Request{}
 	for _, f := range files {
+		if f.count == 0 {
+			continue
+		}
 		reqs := make([]Request, f.count)
 		want := make([]string, f.count)
 		err := parallel(f.count, func(i int) error {
@@ -169,7 +203,51 @@ func run(out string, port, n int) error {
 			return err
 		}
 		expected[f.name] = want
+		signed[f.name] = reqs
 	}
+	distinct, repeated := signed["distinct-rs256.json"], signed["repeated.json"][0]
+
+	// mix.json: the i-th entry is made of distinct-rs256.json's i-th token.
+	mix := make([]Request, n)
+	mixWant := make([]string, n)
+	err = parallel(n, func(i int) error {
+		k := mixPattern[i%len(mixPattern)]
+		r := distinct[i]
+		var err error
+		switch k {
+		case wrongAudience:
+			r.ExpectedAudience = audiences[(i+1)%len(audiences)].aud
+		case badSignature:
+			r.Token, err = benchjwt.CorruptSignature(r.Token)
+		case expired:
+			r, err = request(rs, expired, i, now)
+		}
+		mix[i], mixWant[i] = r, reasons[k]
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("mix.json: %w", err)
+	}
+	if err := writeJSON(filepath.Join(dir, "mix.json"), mix); err != nil {
+		return err
+	}
+	expected["mix.json"] = mixWant
+
+	// hitmiss.json: the repeated token and distinct tokens, alternately.
+	hitmiss := make([]Request, n)
+	hitmissWant := make([]string, n)
+	for i := range hitmiss {
+		if i%2 == 0 {
+			hitmiss[i] = repeated
+		} else {
+			hitmiss[i] = distinct[i/2]
+		}
+		hitmissWant[i] = reasons[valid]
+	}
+	if err := writeJSON(filepath.Join(dir, "hitmiss.json"), hitmiss); err != nil {
+		return err
+	}
+	expected["hitmiss.json"] = hitmissWant
 	return writeJSON(filepath.Join(dir, "expected.json"), expected)
 }
 
@@ -198,51 +276,9 @@ func request(s signer, k kind, i int, now time.Time) (Request, error) {
 	return Request{Token: tok, ExpectedAudience: expect}, err
 }
 
-// sign returns a compact JWS of claims; corrupt flips a bit of the
-// signature, keeping its encoding canonical.
+// sign returns a compact JWS of claims (see benchjwt.Sign).
 func sign(s signer, claims map[string]any, corrupt bool) (string, error) {
-	// A struct keeps the header's member order alg, kid, typ.
-	header, err := json.Marshal(struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-		Typ string `json:"typ"`
-	}{s.alg, s.kid, "at+jwt"})
-	if err != nil {
-		return "", err
-	}
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		return "", err
-	}
-	b64 := base64.RawURLEncoding
-	input := b64.EncodeToString(header) + "." + b64.EncodeToString(payload)
-	var sig []byte
-	switch k := s.priv.(type) {
-	case *rsa.PrivateKey:
-		h := sha256.Sum256([]byte(input))
-		sig, err = rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, h[:])
-	case *ecdsa.PrivateKey:
-		h := sha256.Sum256([]byte(input))
-		var r, ss *big.Int
-		r, ss, err = ecdsa.Sign(rand.Reader, k, h[:])
-		if err == nil {
-			// JWS ES256: r and s as two 32-byte big-endian integers (RFC 7518 §3.4).
-			sig = make([]byte, 64)
-			r.FillBytes(sig[:32])
-			ss.FillBytes(sig[32:])
-		}
-	case ed25519.PrivateKey:
-		sig = ed25519.Sign(k, []byte(input))
-	default:
-		err = fmt.Errorf("unsupported key %T", s.priv)
-	}
-	if err != nil {
-		return "", err
-	}
-	if corrupt {
-		sig[len(sig)/2] ^= 0x01
-	}
-	return input + "." + b64.EncodeToString(sig), nil
+	return benchjwt.Sign(s, claims, corrupt)
 }
 
 // jwks is the public JSON Web Key Set of the signers (RFC 7517, RFC 8037).
@@ -250,8 +286,8 @@ func jwks(signers ...signer) map[string]any {
 	b64 := base64.RawURLEncoding
 	keys := make([]map[string]any, 0, len(signers))
 	for _, s := range signers {
-		k := map[string]any{"kid": s.kid, "alg": s.alg, "use": "sig"}
-		switch p := s.priv.Public().(type) {
+		k := map[string]any{"kid": s.Kid, "alg": s.Alg, "use": "sig"}
+		switch p := s.Priv.Public().(type) {
 		case *rsa.PublicKey:
 			k["kty"] = "RSA"
 			k["n"] = b64.EncodeToString(p.N.Bytes())
@@ -276,14 +312,54 @@ func jwks(signers ...signer) map[string]any {
 }
 
 // config is usher's configuration for the benchmark.
-func config(port int, jwksPath string) string {
+func config(port int, jwksPath string, o options) string {
 	q := func(s string) string { b, _ := json.Marshal(s); return string(b) } // a JSON string is a YAML string
 	cfg := fmt.Sprintf("listen: %s\nmax_in_flight: 100000\nissuers:\n  - issuer: %s\n    jwks_file: %s\n    token_type: \"at+jwt\"\naudiences:\n",
 		q(fmt.Sprintf("127.0.0.1:%d", port)), q(Issuer), q(jwksPath))
 	for _, a := range audiences {
 		cfg += fmt.Sprintf("  - audience: %s\n    name: %s\n", q(a.aud), q(a.name))
 	}
+	if o.cacheEntries != 0 {
+		cfg += fmt.Sprintf("cache_max_entries: %d\n", o.cacheEntries)
+	}
+	if o.cacheBytes != 0 {
+		cfg += fmt.Sprintf("cache_max_bytes: %d\n", o.cacheBytes)
+	}
 	return cfg
+}
+
+// opaPolicy is what a user of OPA would deploy for the same check: the
+// signature against the issuer's JWKS (RS256 only), iss, the audience asked
+// for, exp and nbf at the current time, and typ at+jwt, which usher checks too.
+const opaPolicy = `package usher.bench
+
+default allow := false
+
+allow if {
+	[valid, header, _] := io.jwt.decode_verify(input.token, {
+		"cert": data.usher_bench.jwks,
+		"alg": "RS256",
+		"iss": %s,
+		"aud": input.expected_audience,
+		"time": time.now_ns(),
+	})
+	valid
+	header.typ == "at+jwt"
+}
+`
+
+// writeOPA writes opa.rego and opa-data.json, which holds the JWKS as a
+// string, the form io.jwt.decode_verify's "cert" takes.
+func writeOPA(dir, jwksPath string) error {
+	set, err := os.ReadFile(jwksPath)
+	if err != nil {
+		return err
+	}
+	iss, _ := json.Marshal(Issuer)
+	if err := os.WriteFile(filepath.Join(dir, "opa.rego"), fmt.Appendf(nil, opaPolicy, iss), 0o644); err != nil {
+		return err
+	}
+	return writeJSON(filepath.Join(dir, "opa-data.json"), map[string]any{"usher_bench": map[string]string{"jwks": string(set)}})
 }
 
 // parallel runs f(0..n-1) on every CPU and returns the first error.

@@ -5,17 +5,26 @@
 // interceptors, no validation. Its CPU time per request is the cost of gRPC
 // itself, which usher cannot go below.
 //
-//	trivial [-listen 127.0.0.1:50052]
+// With -http, it is instead the baseline of the HTTP/JSON peer (OPA's data
+// API): an HTTP/1.1 server that decodes each POSTed body as
+// {"input": {"token", "expected_audience"}} and answers {"result": true},
+// the cost of HTTP and JSON for a request of the same size.
+//
+//	trivial [-listen 127.0.0.1:50052] [-http 127.0.0.1:PORT]
 package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -35,22 +44,32 @@ func (server) ValidateToken(context.Context, *usherv1.ValidateTokenRequest) (*us
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:50052", "loopback host:port to serve gRPC on")
+	httpListen := flag.String("http", "", "loopback host:port to serve the HTTP/JSON baseline on, instead of gRPC")
 	flag.Parse()
+	run := runGRPC
+	if *httpListen != "" {
+		run, *listen = runHTTP, *httpListen
+	}
 	if err := run(*listen); err != nil {
 		fmt.Fprintln(os.Stderr, "trivial:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen string) error {
+// loopback listens on listen, which must be a loopback address.
+func loopback(listen string) (net.Listener, error) {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
-		return fmt.Errorf("-listen %q: %w", listen, err)
+		return nil, fmt.Errorf("%q: %w", listen, err)
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return fmt.Errorf("-listen %q: not a loopback address", listen)
+		return nil, fmt.Errorf("%q: not a loopback address", listen)
 	}
-	lis, err := net.Listen("tcp", listen)
+	return net.Listen("tcp", listen)
+}
+
+func runGRPC(listen string) error {
+	lis, err := loopback(listen)
 	if err != nil {
 		return err
 	}
@@ -67,4 +86,41 @@ func run(listen string) error {
 	}()
 	fmt.Fprintln(os.Stderr, "trivial listening on", lis.Addr())
 	return gs.Serve(lis)
+}
+
+// runHTTP serves the HTTP/JSON baseline.
+func runHTTP(listen string) error {
+	lis, err := loopback(listen)
+	if err != nil {
+		return err
+	}
+	answer := []byte(`{"result":true}` + "\n")
+	srv := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var in struct {
+				Input struct {
+					Token            string `json:"token"`
+					ExpectedAudience string `json:"expected_audience"`
+				} `json:"input"`
+			}
+			if r.Method != http.MethodPost || json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&in) != nil {
+				http.Error(w, `{"code":"invalid_parameter"}`, http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(answer)
+		}),
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		_ = srv.Close()
+	}()
+	fmt.Fprintln(os.Stderr, "trivial (HTTP) listening on", lis.Addr())
+	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }
