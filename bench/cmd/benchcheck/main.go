@@ -454,8 +454,7 @@ func flood(args []string, w io.Writer) error {
 		return err
 	}
 	s := benchjwt.Signer{Alg: "EdDSA", Kid: "ed-1", Priv: ed25519.NewKeyFromSeed(seed)}
-	auds := []string{"api/users", "api/invoices"}
-	run := rand.Text()[:8] // jti prefix: tokens of this run only
+	run := rand.Text()[:8]
 	conn, err := dial(*addr)
 	if err != nil {
 		return err
@@ -464,67 +463,14 @@ func flood(args []string, w io.Writer) error {
 	tc := usherv1.NewTokenServiceClient(conn)
 
 	start := time.Now()
-	deadline := start.Add(*duration)
-	iat, exp := start.Unix(), start.Add(2*time.Hour).Unix()
-	var next, sent, valid, other, failed atomic.Int64
-	var mu sync.Mutex
-	var firstErr error
+	f := &flooder{tc: tc, s: s, run: run, max: *maxTokens, deadline: start.Add(*duration),
+		iat: start.Unix(), exp: start.Add(2 * time.Hour).Unix()}
 	done := make(chan struct{})
 	var sampler sync.WaitGroup
-	sampler.Go(func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-t.C:
-				rss, _, _ := memory(*pid)
-				fmt.Fprintf(w, "sample\t%.1f\t%d\t%d\n", now.Sub(start).Seconds(), sent.Load(), rss)
-			}
-		}
-	})
+	sampler.Go(func() { f.sample(w, *pid, start, done) })
 	var wg sync.WaitGroup
 	for range max(*workers, 1) {
-		wg.Go(func() {
-			for time.Now().Before(deadline) {
-				i := next.Add(1) - 1
-				if i >= *maxTokens {
-					return
-				}
-				aud := auds[i%2]
-				tok, err := benchjwt.Sign(s, map[string]any{
-					"iss": benchjwt.Issuer, "sub": fmt.Sprintf("bench-client-%d", i%100), "aud": aud,
-					"scope": "bench", "iat": iat, "exp": exp, "jti": fmt.Sprintf("%s-%d", run, i),
-				}, false)
-				if err != nil {
-					mu.Lock()
-					firstErr = firstOf(firstErr, err)
-					mu.Unlock()
-					return
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				resp, err := tc.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: aud})
-				cancel()
-				sent.Add(1)
-				switch {
-				case err != nil:
-					if failed.Add(1) == 1 {
-						mu.Lock()
-						firstErr = firstOf(firstErr, err)
-						mu.Unlock()
-					}
-				case resp.GetReason() == usherv1.Reason_REASON_VALID:
-					valid.Add(1)
-				default:
-					if other.Add(1) == 1 {
-						mu.Lock()
-						firstErr = firstOf(firstErr, fmt.Errorf("verdict %s: %s", resp.GetReason(), resp.GetMessage()))
-						mu.Unlock()
-					}
-				}
-			}
-		})
+		wg.Go(f.work)
 	}
 	wg.Wait()
 	close(done)
@@ -534,14 +480,85 @@ func flood(args []string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "done\t%d\t%d\t%d\t%d\t%.1f\t%d\t%d\n", sent.Load(), valid.Load(), other.Load(), failed.Load(), elapsed.Seconds(), rss, hwm)
-	if firstErr != nil {
-		fmt.Fprintln(os.Stderr, "benchcheck flood: first problem:", firstErr)
+	fmt.Fprintf(w, "done\t%d\t%d\t%d\t%d\t%.1f\t%d\t%d\n", f.sent.Load(), f.valid.Load(), f.other.Load(), f.failed.Load(), elapsed.Seconds(), rss, hwm)
+	if f.firstErr != nil {
+		fmt.Fprintln(os.Stderr, "benchcheck flood: first problem:", f.firstErr)
 	}
-	if failed.Load() > 0 || other.Load() > 0 {
-		return fmt.Errorf("%d errors and %d verdicts other than VALID", failed.Load(), other.Load())
+	if f.failed.Load() > 0 || f.other.Load() > 0 {
+		return fmt.Errorf("%d errors and %d verdicts other than VALID", f.failed.Load(), f.other.Load())
 	}
-	return firstErr
+	return f.firstErr
+}
+
+// flooder sends distinct tokens, signed as it goes, until max or deadline.
+type flooder struct {
+	tc       usherv1.TokenServiceClient
+	s        benchjwt.Signer
+	run      string // jti prefix: tokens of this run only
+	max      int64
+	deadline time.Time
+	iat, exp int64
+
+	next, sent, valid, other, failed atomic.Int64
+	mu                               sync.Mutex
+	firstErr                         error
+}
+
+// sample prints the server's RSS and the tokens sent, once a second.
+func (f *flooder) sample(w io.Writer, pid int, start time.Time, done <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-t.C:
+			rss, _, _ := memory(pid)
+			fmt.Fprintf(w, "sample\t%.1f\t%d\t%d\n", now.Sub(start).Seconds(), f.sent.Load(), rss)
+		}
+	}
+}
+
+func (f *flooder) fail(err error) {
+	f.mu.Lock()
+	f.firstErr = firstOf(f.firstErr, err)
+	f.mu.Unlock()
+}
+
+// work is one worker: sign the next token, ask usher, count the answer.
+func (f *flooder) work() {
+	auds := []string{"api/users", "api/invoices"}
+	for time.Now().Before(f.deadline) {
+		i := f.next.Add(1) - 1
+		if i >= f.max {
+			return
+		}
+		aud := auds[i%2]
+		tok, err := benchjwt.Sign(f.s, map[string]any{
+			"iss": benchjwt.Issuer, "sub": fmt.Sprintf("bench-client-%d", i%100), "aud": aud,
+			"scope": "bench", "iat": f.iat, "exp": f.exp, "jti": fmt.Sprintf("%s-%d", f.run, i),
+		}, false)
+		if err != nil {
+			f.fail(err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := f.tc.ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: tok, ExpectedAudience: aud})
+		cancel()
+		f.sent.Add(1)
+		switch {
+		case err != nil:
+			if f.failed.Add(1) == 1 {
+				f.fail(err)
+			}
+		case resp.GetReason() == usherv1.Reason_REASON_VALID:
+			f.valid.Add(1)
+		default:
+			if f.other.Add(1) == 1 {
+				f.fail(fmt.Errorf("verdict %s: %s", resp.GetReason(), resp.GetMessage()))
+			}
+		}
+	}
 }
 
 func firstOf(first, err error) error {

@@ -139,33 +139,8 @@ func run(out string, port, n int, o options) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	rs, es, ed, err := writeKeys(dir, port, o)
 	if err != nil {
-		return err
-	}
-	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	_, edKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	rs := signer{Alg: "RS256", Kid: "rs-1", Priv: rsaKey}
-	es := signer{Alg: "ES256", Kid: "es-1", Priv: ecKey}
-	ed := signer{Alg: "EdDSA", Kid: "ed-1", Priv: edKey}
-
-	jwksPath := filepath.Join(dir, "jwks.json")
-	if err := writeJSON(jwksPath, jwks(rs, es, ed)); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "usher.yaml"), []byte(config(port, jwksPath, o)), 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "ed25519.seed"), []byte(hex.EncodeToString(edKey.Seed())+"\n"), 0o600); err != nil {
-		return err
-	}
-	if err := writeOPA(dir, jwksPath); err != nil {
 		return err
 	}
 
@@ -207,47 +182,9 @@ func run(out string, port, n int, o options) error {
 	}
 	distinct, repeated := signed["distinct-rs256.json"], signed["repeated.json"][0]
 
-	// mix.json: the i-th entry is made of distinct-rs256.json's i-th token.
-	mix := make([]Request, n)
-	mixWant := make([]string, n)
-	err = parallel(n, func(i int) error {
-		k := mixPattern[i%len(mixPattern)]
-		r := distinct[i]
-		var err error
-		switch k {
-		case wrongAudience:
-			r.ExpectedAudience = audiences[(i+1)%len(audiences)].aud
-		case badSignature:
-			r.Token, err = benchjwt.CorruptSignature(r.Token)
-		case expired:
-			r, err = request(rs, expired, i, now)
-		}
-		mix[i], mixWant[i] = r, reasons[k]
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("mix.json: %w", err)
-	}
-	if err := writeJSON(filepath.Join(dir, "mix.json"), mix); err != nil {
+	if err := writeMixes(dir, rs, distinct, repeated, now, expected); err != nil {
 		return err
 	}
-	expected["mix.json"] = mixWant
-
-	// hitmiss.json: the repeated token and distinct tokens, alternately.
-	hitmiss := make([]Request, n)
-	hitmissWant := make([]string, n)
-	for i := range hitmiss {
-		if i%2 == 0 {
-			hitmiss[i] = repeated
-		} else {
-			hitmiss[i] = distinct[i/2]
-		}
-		hitmissWant[i] = reasons[valid]
-	}
-	if err := writeJSON(filepath.Join(dir, "hitmiss.json"), hitmiss); err != nil {
-		return err
-	}
-	expected["hitmiss.json"] = hitmissWant
 	return writeJSON(filepath.Join(dir, "expected.json"), expected)
 }
 
@@ -392,4 +329,89 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// writeKeys generates the three signing keys and writes jwks.json,
+// usher.yaml, ed25519.seed and OPA's policy and data into dir.
+func writeKeys(dir string, port int, o options) (rs, es, ed signer, err error) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return rs, es, ed, err
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return rs, es, ed, err
+	}
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return rs, es, ed, err
+	}
+	rs = signer{Alg: "RS256", Kid: "rs-1", Priv: rsaKey}
+	es = signer{Alg: "ES256", Kid: "es-1", Priv: ecKey}
+	ed = signer{Alg: "EdDSA", Kid: "ed-1", Priv: edKey}
+
+	jwksPath := filepath.Join(dir, "jwks.json")
+	if err := writeJSON(jwksPath, jwks(rs, es, ed)); err != nil {
+		return rs, es, ed, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "usher.yaml"), []byte(config(port, jwksPath, o)), 0o644); err != nil {
+		return rs, es, ed, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ed25519.seed"), []byte(hex.EncodeToString(edKey.Seed())+"\n"), 0o600); err != nil {
+		return rs, es, ed, err
+	}
+	if err := writeOPA(dir, jwksPath); err != nil {
+		return rs, es, ed, err
+	}
+
+	return rs, es, ed, nil
+}
+
+// writeMixes writes mix.json (distinct RS256 tokens, some turned into
+// rejections) and hitmiss.json (the repeated token and distinct ones,
+// alternately), and records their expected verdicts.
+func writeMixes(dir string, rs signer, distinct []Request, repeated Request, now time.Time, expected map[string][]string) error {
+	n := len(distinct)
+	// mix.json: the i-th entry is made of distinct-rs256.json's i-th token.
+	mix := make([]Request, n)
+	mixWant := make([]string, n)
+	err := parallel(n, func(i int) error {
+		k := mixPattern[i%len(mixPattern)]
+		r := distinct[i]
+		var err error
+		switch k {
+		case wrongAudience:
+			r.ExpectedAudience = audiences[(i+1)%len(audiences)].aud
+		case badSignature:
+			r.Token, err = benchjwt.CorruptSignature(r.Token)
+		case expired:
+			r, err = request(rs, expired, i, now)
+		}
+		mix[i], mixWant[i] = r, reasons[k]
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("mix.json: %w", err)
+	}
+	if err := writeJSON(filepath.Join(dir, "mix.json"), mix); err != nil {
+		return err
+	}
+	expected["mix.json"] = mixWant
+
+	// hitmiss.json: the repeated token and distinct tokens, alternately.
+	hitmiss := make([]Request, n)
+	hitmissWant := make([]string, n)
+	for i := range hitmiss {
+		if i%2 == 0 {
+			hitmiss[i] = repeated
+		} else {
+			hitmiss[i] = distinct[i/2]
+		}
+		hitmissWant[i] = reasons[valid]
+	}
+	if err := writeJSON(filepath.Join(dir, "hitmiss.json"), hitmiss); err != nil {
+		return err
+	}
+	expected["hitmiss.json"] = hitmissWant
+	return nil
 }
