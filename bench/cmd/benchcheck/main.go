@@ -158,16 +158,9 @@ func verdicts(args []string, w io.Writer) error {
 	defer cancel()
 	var failed []string
 	for _, path := range fs.Args() {
-		var reqs []request
-		if err := readJSON(path, &reqs); err != nil {
+		reqs, want, err := entries(path, *expectPath, expect, *maxEntries)
+		if err != nil {
 			return err
-		}
-		want, ok := expect[filepath.Base(path)]
-		if !ok || len(want) != len(reqs) {
-			return fmt.Errorf("%s: %s has no expectation of %d entries", path, *expectPath, len(reqs))
-		}
-		if *maxEntries > 0 && len(reqs) > *maxEntries {
-			reqs, want = reqs[:*maxEntries], want[:*maxEntries]
 		}
 		got := make([]string, len(reqs))
 		var wg sync.WaitGroup
@@ -364,16 +357,9 @@ func opa(args []string, w io.Writer) error {
 	client := &http.Client{Timeout: 10 * time.Second}
 	var failed []string
 	for _, path := range fs.Args() {
-		var reqs []request
-		if err := readJSON(path, &reqs); err != nil {
+		reqs, want, err := entries(path, *expectPath, expect, *maxEntries)
+		if err != nil {
 			return err
-		}
-		want, ok := expect[filepath.Base(path)]
-		if !ok || len(want) != len(reqs) {
-			return fmt.Errorf("%s: %s has no expectation of %d entries", path, *expectPath, len(reqs))
-		}
-		if *maxEntries > 0 && len(reqs) > *maxEntries {
-			reqs, want = reqs[:*maxEntries], want[:*maxEntries]
 		}
 		counts := map[string]int{}
 		var wrong []string
@@ -587,4 +573,21 @@ func memory(pid int) (rss, hwm int64, err error) {
 		}
 	}
 	return rss, hwm, nil
+}
+
+// entries reads a data file and its expected verdicts, the first max of
+// each (all when max is 0).
+func entries(path, expectPath string, expect map[string][]string, max int) ([]request, []string, error) {
+	var reqs []request
+	if err := readJSON(path, &reqs); err != nil {
+		return nil, nil, err
+	}
+	want, ok := expect[filepath.Base(path)]
+	if !ok || len(want) != len(reqs) {
+		return nil, nil, fmt.Errorf("%s: %s has no expectation of %d entries", path, expectPath, len(reqs))
+	}
+	if max > 0 && len(reqs) > max {
+		reqs, want = reqs[:max], want[:max]
+	}
+	return reqs, want, nil
 }
