@@ -27,13 +27,13 @@ say() {
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
   N=${N:-2000} C=${C:-10} REPS=${REPS:-1} FLOOR=${FLOOR:-0} OPA=${OPA:-0} DISTINCT_MILLION=${DISTINCT_MILLION:-0}
-  WARM=${WARM:-0} DURATION=${DURATION-} OUT=${OUT:-$ROOT/bench/results-quick.md}
+  WARM=${WARM:-0} DURATION=${DURATION-} OUT=${OUT:-$ROOT/bench/results-quick.md} PROFILE=${PROFILE:-0}
 else
   if [[ -n ${N:-} && -z ${DURATION+set} ]]; then
     DURATION="" # N given alone: -n N runs, as before
   fi
   N=${N:-20000} C=${C:-50} REPS=${REPS:-3} FLOOR=${FLOOR:-1} OPA=${OPA:-1} DISTINCT_MILLION=${DISTINCT_MILLION:-1}
-  WARM=${WARM:-1} DURATION=${DURATION-5} OUT=${OUT:-$ROOT/bench/results.md}
+  WARM=${WARM:-1} DURATION=${DURATION-5} OUT=${OUT:-$ROOT/bench/results.md} PROFILE=${PROFILE:-1}
 fi
 RATE=${RATE:-5000}
 if [[ -n $DURATION ]]; then
@@ -42,6 +42,9 @@ else
   TOKENS=${TOKENS:-$N}
 fi
 MAX_SECONDS=${MAX_SECONDS:-300}
+PROFILE_SECONDS=${PROFILE_SECONDS:-10}
+PROFILE_SCENARIOS=${PROFILE_SCENARIOS:-trivial trivial-same hit distinct hitmiss}
+PROFILE_DIR=${PROFILE_DIR:-${OUT%.md}-profiles}
 CACHE_MAX_ENTRIES=${CACHE_MAX_ENTRIES:-10000}
 CACHE_MAX_BYTES=${CACHE_MAX_BYTES:-67108864}
 MILLION_TOKENS=${MILLION_TOKENS:-1000000}
@@ -56,7 +59,7 @@ VEGETA_VERSION=v12.13.0
 CALL=usher.v1.TokenService/ValidateToken
 OPA_PATH=/v1/data/usher/bench/allow
 
-for v in N C REPS RATE TOKENS MAX_SECONDS MILLION_TOKENS MILLION_SECONDS CHECK_ENTRIES HTTP_SECONDS; do
+for v in N C REPS RATE TOKENS PROFILE_SECONDS MAX_SECONDS MILLION_TOKENS MILLION_SECONDS CHECK_ENTRIES HTTP_SECONDS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v=${!v}: want a positive integer"
 done
 [[ -z $DURATION || $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION=$DURATION: want whole seconds, or empty for -n N runs"
@@ -67,22 +70,22 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # The scenarios: name -> server kind, data file, label.
 declare -A S_KIND=(
-  [trivial]=trivial [hit]=usher [distinct]=usher [hitmiss]=usher [mix]=usher [es256]=usher [eddsa]=usher
+  [trivial]=trivial [trivial-same]=trivial-same [hit]=usher [distinct]=usher [hitmiss]=usher [mix]=usher [es256]=usher [eddsa]=usher
   [opa]=opa [opa-hit]=opa [trivial-http]=trivial-http
 )
 declare -A S_DATA=(
-  [trivial]=repeated [hit]=repeated [distinct]=distinct-rs256 [hitmiss]=hitmiss [mix]=mix
+  [trivial]=repeated [trivial-same]=repeated [hit]=repeated [distinct]=distinct-rs256 [hitmiss]=hitmiss [mix]=mix
   [es256]=distinct-es256 [eddsa]=distinct-eddsa [opa]=distinct-rs256 [opa-hit]=repeated [trivial-http]=repeated
 )
 declare -A S_LABEL=(
-  [trivial]="trivial (repeated)" [hit]="hit (repeated)" [distinct]="distinct-rs256" [hitmiss]="hitmiss (50 % hit)"
+  [trivial]="trivial (repeated)" [trivial-same]="trivial, usher's answer (repeated)" [hit]="hit (repeated)" [distinct]="distinct-rs256" [hitmiss]="hitmiss (50 % hit)"
   [mix]="mix (rejections)" [es256]="distinct-es256" [eddsa]="distinct-eddsa"
   [opa]="OPA distinct-rs256" [opa-hit]="OPA repeated" [trivial-http]="trivial-http (repeated)"
 )
 if [[ $OPA == 1 ]]; then
-  SCENARIOS=${SCENARIOS:-trivial hit distinct hitmiss mix es256 eddsa opa opa-hit trivial-http}
+  SCENARIOS=${SCENARIOS:-trivial trivial-same hit distinct hitmiss mix es256 eddsa opa opa-hit trivial-http}
 else
-  SCENARIOS=${SCENARIOS:-trivial hit distinct hitmiss mix es256 eddsa}
+  SCENARIOS=${SCENARIOS:-trivial trivial-same hit distinct hitmiss mix es256 eddsa}
 fi
 if [[ $QUICK == 1 ]]; then
   RATE_SCENARIOS=${RATE_SCENARIOS:-hitmiss}
@@ -311,7 +314,7 @@ fi
 
 # ---------------------------------------------------------------- data
 declare -A PORT=()
-for kind in trivial usher before http; do
+for kind in trivial usher before http pprof; do
   for ((i = 0; i < 10; i++)); do
     p=$(free_port)
     has "$p" ${PORT[@]+"${PORT[@]}"} || break
@@ -326,6 +329,8 @@ say "generating $TOKENS tokens per file and $WARM_N to fill usher's cache"
 "$TMP/benchtokens" -out "$TMP/data" -port "${PORT[usher]}" -n "$TOKENS" -warm "$WARM_N" \
   -cache-entries "$CACHE_MAX_ENTRIES" -cache-bytes "$CACHE_MAX_BYTES"
 sed "s/^listen: .*/listen: \"127.0.0.1:${PORT[before]}\"/" "$TMP/data/usher.yaml" >"$TMP/data/usher-before.yaml"
+# PROFILE=1's usher: the same, with pprof on a loopback metrics listener.
+{ cat "$TMP/data/usher.yaml"; printf 'metrics_listen: "127.0.0.1:%s"\npprof: true\n' "${PORT[pprof]}"; } >"$TMP/data/usher-pprof.yaml"
 DATA_PATHS=()
 declare -A ENTRY_COUNT=()
 for f in repeated distinct-rs256 distinct-es256 distinct-eddsa mix hitmiss; do
@@ -348,7 +353,12 @@ start_server() {
   case $kind in
   trivial)
     SERVER_PORT=${PORT[trivial]}
-    ${SRV[@]+"${SRV[@]}"} "$TMP/trivial" -listen "127.0.0.1:$SERVER_PORT" >>"$log" 2>&1 &
+    ${SRV[@]+"${SRV[@]}"} "$TMP/trivial" -listen "127.0.0.1:$SERVER_PORT" ${PPROF_PORT:+-pprof "127.0.0.1:$PPROF_PORT"} >>"$log" 2>&1 &
+    ;;
+  trivial-same)
+    SERVER_PORT=${PORT[trivial]}
+    ${SRV[@]+"${SRV[@]}"} "$TMP/trivial" -listen "127.0.0.1:$SERVER_PORT" -response "$TMP/data/usher-response.bin" \
+      ${PPROF_PORT:+-pprof "127.0.0.1:$PPROF_PORT"} >>"$log" 2>&1 &
     ;;
   trivial-http)
     SERVER_PORT=${PORT[http]}
@@ -356,7 +366,7 @@ start_server() {
     ;;
   usher)
     SERVER_PORT=${PORT[usher]}
-    ${SRV[@]+"${SRV[@]}"} "$TMP/usher" serve --config "$TMP/data/usher.yaml" --log-level warn >>"$log" 2>&1 &
+    ${SRV[@]+"${SRV[@]}"} "$TMP/usher" serve --config "$TMP/data/usher${PPROF_PORT:+-pprof}.yaml" --log-level warn >>"$log" 2>&1 &
     ;;
   before)
     SERVER_PORT=${PORT[before]}
@@ -391,7 +401,7 @@ warmup() {
   *)
     ghz -D "$TMP/data/repeated.json" -n $((N < 1000 ? N : 1000)) -c "$C" -O json -o "$TMP/warmup.json" "127.0.0.1:$SERVER_PORT" >/dev/null ||
       die "warm-up of $kind failed"
-    if [[ $kind != trivial && $WARM_N -gt 0 && $fill == 1 ]]; then
+    if [[ $kind != trivial* && $WARM_N -gt 0 && $fill == 1 ]]; then
       ghz -D "$TMP/data/warm.json" -n "$WARM_N" -c "$C" -O json -o "$TMP/warmup.json" "127.0.0.1:$SERVER_PORT" >/dev/null ||
         die "cache fill of $kind failed"
     fi
@@ -488,6 +498,13 @@ for target in "${TARGETS[@]}"; do
     VERDICT_ROWS+=("$target	${file}	$entries	$dist	$check")
   done <"$TMP/verdicts-$target.tsv"
   [[ $ok == 1 ]] || die "$target answered unexpected verdicts: $(cat "$TMP/verdicts-$target.tsv" "$TMP/verdicts-$target.err")"
+  if [[ $target == usher ]]; then
+    # usher's answer to the repeated token, for trivial-same to answer with.
+    start_server usher "$TMP/logs/check-usher.log"
+    RESPONSE_BYTES=$("$TMP/benchcheck" response -addr "127.0.0.1:$SERVER_PORT" -out "$TMP/data/usher-response.bin" "$TMP/data/repeated.json") ||
+      die "usher's answer to repeated.json could not be recorded"
+    stop_server "$SERVER_PID"
+  fi
 done
 OPA_CHECK=""
 if [[ $OPA == 1 ]]; then
@@ -578,6 +595,68 @@ if [[ $FLOOR == 1 ]]; then
   fi
 fi
 
+# ---------------------------------------------------------------- profiles
+# profile_run SCENARIO: a fresh server with pprof, loaded at saturation for
+# PROFILE_SECONDS + 2 s by ghz while a CPU profile of PROFILE_SECONDS is taken;
+# writes PROFILE_DIR/SCENARIO.pprof and a -top -cum listing beside it.
+profile_run() {
+  local sc=$1 kind data log pid
+  kind=${S_KIND[$sc]}
+  data=$TMP/data/${S_DATA[$sc]}.json
+  log=$TMP/logs/profile-$sc.log
+  PPROF_PORT=${PORT[pprof]}
+  start_server "$kind" "$log"
+  PPROF_PORT=""
+  warmup "$kind"
+  say "profile: $sc, $PROFILE_SECONDS s"
+  ghz -D "$data" -z "$((PROFILE_SECONDS + 2))s" --duration-stop wait -c "$C" -O json -o "$TMP/reports/profile-$sc.json" \
+    "127.0.0.1:$SERVER_PORT" >/dev/null &
+  pid=$!
+  curl -sf --max-time $((PROFILE_SECONDS + 30)) -o "$PROFILE_DIR/$sc.pprof" \
+    "http://127.0.0.1:${PORT[pprof]}/debug/pprof/profile?seconds=$PROFILE_SECONDS" ||
+    BAD+=("profile of $sc: the pprof endpoint did not answer")
+  wait "$pid" || BAD+=("profile of $sc: ghz failed")
+  stop_server "$SERVER_PID"
+  if [[ -s $PROFILE_DIR/$sc.pprof ]]; then
+    go tool pprof -top -cum -nodecount=100000 "$PROFILE_DIR/$sc.pprof" >"$TMP/profile-$sc.all" 2>/dev/null
+    head -n 66 "$TMP/profile-$sc.all" >"$PROFILE_DIR/$sc.txt"
+  fi
+  return 0
+}
+
+# Where the CPU goes, per profiled scenario: the cumulative share of the
+# samples under each of these (they overlap: an allocation in the engine is in
+# both), and that share of the scenario's CPU/request from the runs above.
+PROFILE_GROUPS=(
+  "gRPC's server path, all of a request's work|^google\.golang\.org/grpc\.\(\*Server\)\.handleStream$"
+  "usher's handler (grpcapi)|^github\.com/usher-dev/usher/grpcapi\."
+  "the engine (service)|^github\.com/usher-dev/usher/service\."
+  "crypto (signature checks)|^crypto/"
+  "request unmarshalling (protobuf)|^google\.golang\.org/protobuf/proto\.UnmarshalOptions\.unmarshal$"
+  "response marshalling (protobuf)|^google\.golang\.org/protobuf/proto\.MarshalOptions\.marshal$"
+  "metrics (prometheus)|^github\.com/prometheus/"
+  "allocation (runtime.mallocgc)|^runtime\.mallocgc$"
+  "GC, background workers (runtime.gcBgMarkWorker)|^runtime\.gcBgMarkWorker$"
+  "goroutine stack growth (runtime.newstack)|^runtime\.newstack$"
+  "system calls (read, write, futex)|^(syscall\.(Raw)?Syscall6?|internal/runtime/syscall(/linux)?\.Syscall6)$"
+  "scheduler (runtime.schedule)|^runtime\.schedule$"
+)
+# profile_share FILE REGEX: the largest cum % of the functions matching REGEX.
+profile_share() {
+  awk -v re="$2" 'NF >= 6 && $5 ~ /%$/ && $6 ~ re { v = $5 + 0; if (v > m) m = v } END { printf "%.1f", m }' "$1"
+}
+PROFILED=()
+if [[ $PROFILE == 1 ]]; then
+  mkdir -p "$PROFILE_DIR"
+  for sc in $PROFILE_SCENARIOS; do
+    has "$sc" $SCENARIOS || continue
+    [[ ${S_KIND[$sc]} == usher || ${S_KIND[$sc]} == trivial* ]] || continue
+    [[ ${S_KIND[$sc]} != trivial-http ]] || continue
+    profile_run "$sc"
+    [[ -s $PROFILE_DIR/$sc.txt ]] && PROFILED+=("$sc")
+  done
+fi
+
 # ---------------------------------------------------------------- report
 # med KEY MODE FIELD: the median of a field over the repetitions ("—" if none).
 med() {
@@ -613,7 +692,7 @@ has opa $SCENARIOS && OPA_CPU=$(cpu_of opa:opa)
 MODE_DESC="-n $N"
 [[ -n $DURATION ]] && MODE_DESC="-z ${DURATION}s --duration-stop wait"
 CMDLINE=""
-for v in QUICK DURATION N C REPS RATE TOKENS PIN OPA DISTINCT_MILLION WARM USHER_REF BEFORE_REF; do
+for v in QUICK DURATION N C REPS RATE TOKENS PIN OPA DISTINCT_MILLION WARM PROFILE USHER_REF BEFORE_REF; do
   [[ -n ${!v:-} ]] && CMDLINE+="$v=${!v} "
 done
 MiB() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -688,7 +767,9 @@ elapsed() { echo "$(((SECONDS - T0) / 60)) min $(((SECONDS - T0) % 60)) s"; }
     hit=$(cpu_of "hit:$target")
     echo "  - cache hit ≤ 1.2 × trivial CPU/request: $(awk -v a="$hit" -v b="$TRIVIAL_CPU" 'BEGIN {
       if (a == "—" || b == "—" || b <= 0) { print "not measured"; exit }
-      printf "%.1f µs vs %.1f µs (%.2f ×, bound %.1f µs): %s", a, b, a / b, 1.2 * b, (a <= 1.2 * b ? "met" : "NOT met") }')"
+      printf "%.1f µs vs %.1f µs (%.2f ×, bound %.1f µs): %s", a, b, a / b, 1.2 * b, (a <= 1.2 * b ? "met" : "NOT met") }')$(awk -v a="$hit" -v b="$TRIVIAL_CPU" -v s="$(cpu_of trivial-same:trivial-same)" -v n="${RESPONSE_BYTES:-?}" 'BEGIN {
+      if (a == "—" || b == "—" || s == "—") exit
+      printf "; the trivial server answering usher'"'"'s %s-byte response: %.1f µs (%.2f × trivial), so %.1f of the %.1f µs over trivial are the answer'"'"'s size on the wire and %.1f µs usher'"'"'s own work", n, s, s / b, s - b, a - b, a - s }')"
     dist=$(cpu_of "distinct:$target")
     echo "  - uncached RS256 ≤ trivial + 1.3 × RS256 floor: $(awk -v a="$dist" -v t="$TRIVIAL_CPU" -v f="${FLOOR_US[RS256]:-—}" 'BEGIN {
       if (a == "—" || t == "—") { print "not measured"; exit }
@@ -721,6 +802,26 @@ elapsed() { echo "$(((SECONDS - T0) / 60)) min $(((SECONDS - T0) % 60)) s"; }
           (hwm - idle) / 1024, cb / 1048576, (ok ? "met (second half: within 10 % + 8 MiB)" : "NOT met (RSS grew by more than 10 % + 8 MiB in the second half)") }')"
     fi
   done
+  if ((${#PROFILED[@]})); then
+    echo
+    echo "Where the CPU goes (PROFILE=1: one more server process per scenario, \`go tool pprof\` CPU profile of $PROFILE_SECONDS s at saturation, -c $C; cumulative share of the samples, overlapping, and that share of the scenario's CPU/request above; listings in \`$(basename "$PROFILE_DIR")/SCENARIO.txt\`, profiles in \`SCENARIO.pprof\`):"
+    echo
+    row="| under |" sep="|---|"
+    for sc in "${PROFILED[@]}"; do row+=" $sc |" sep+="---:|"; done
+    echo "$row"
+    echo "$sep"
+    for g in "${PROFILE_GROUPS[@]}"; do
+      row="| ${g%%|*} |"
+      for sc in "${PROFILED[@]}"; do
+        all=$TMP/profile-$sc.all
+        key="$sc:${S_KIND[$sc]}"
+        [[ ${S_KIND[$sc]} == usher ]] && key="$sc:usher"
+        row+=" $(awk -v p="$(profile_share "$all" "${g#*|}")" -v c="$(cpu_of "$key")" 'BEGIN {
+          if (c == "—") printf "%.1f %%", p; else printf "%.1f %% (%.1f µs)", p, p * c / 100 }') |"
+      done
+      echo "$row"
+    done
+  fi
   echo
   echo "Runs (each row one server process; CPU µs/req, RSS MiB at its end):"
   echo

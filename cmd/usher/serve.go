@@ -251,6 +251,18 @@ func (s *server) newValidator(ctx context.Context, cfg *service.Config, store *r
 	return validator{v, cancel}, nil
 }
 
+// streamWorkers is the size of grpc's pool of call goroutines. grpc hands a
+// call to an idle worker, or else starts a goroutine for it, whose stack
+// then grows on the way through grpc and usher (runtime.newstack). One read
+// of the connection brings many calls at once, so a pool of one worker per
+// CPU left most of them on new goroutines: under ghz -c 50 on one CPU,
+// runtime.newstack took 11-16 % of usher's CPU with 1 worker and 2-7 % with
+// 64 (CPU profiles under ghz, as bench/run.sh PROFILE=1 takes them). An
+// idle worker costs its stack, a few KiB.
+func streamWorkers(procs int) uint32 {
+	return uint32(max(64, 8*procs))
+}
+
 // grpcOptions are the gRPC server's limits, credentials, tracing and
 // interceptors (metrics, then the in-flight and stream limits).
 func (s *server) grpcOptions(ctx context.Context) ([]grpc.ServerOption, error) {
@@ -258,7 +270,7 @@ func (s *server) grpcOptions(ctx context.Context) ([]grpc.ServerOption, error) {
 	opts := []grpc.ServerOption{
 		// Calls run on a pool of goroutines whose stacks have already grown,
 		// instead of a new goroutine (and stack growth) per call.
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.NumStreamWorkers(streamWorkers(runtime.GOMAXPROCS(0))),
 		grpc.MaxRecvMsgSize(grpcapi.MaxRecvMsgSize(cfg.Engine.MaxTokenBytes)),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		// The client library pings every 30s; allow it, refuse faster pings.

@@ -6,6 +6,10 @@
 //	benchcheck verdicts -addr A -expect expected.json [-max K] FILE...
 //	    sends every entry (or the first K) of each ghz data file once and
 //	    checks each verdict against the reason expected.json gives for it
+//	benchcheck response -addr A -out FILE DATA.json
+//	    sends the first entry of a ghz data file and writes usher's answer,
+//	    a binary ValidateTokenResponse, to FILE (for trivial -response);
+//	    prints its size in bytes
 //	benchcheck ghz REPORT.json
 //	    prints a ghz JSON report as one tab-separated line: requests, RPS,
 //	    p50 ms, p99 ms, status distribution, errors, end reason
@@ -50,6 +54,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/usher-dev/usher/bench/internal/benchjwt"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
@@ -65,6 +70,8 @@ func main() {
 		err = wait(os.Args[2:])
 	case "verdicts":
 		err = verdicts(os.Args[2:], os.Stdout)
+	case "response":
+		err = response(os.Args[2:], os.Stdout)
 	case "ghz":
 		err = ghz(os.Args[2:], os.Stdout)
 	case "vegeta":
@@ -85,7 +92,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchcheck wait|verdicts|ghz|vegeta|targets|opa|flood ... (see the package documentation)")
+	fmt.Fprintln(os.Stderr, "usage: benchcheck wait|verdicts|response|ghz|vegeta|targets|opa|flood ... (see the package documentation)")
 	os.Exit(2)
 }
 
@@ -195,6 +202,44 @@ func verdicts(args []string, w io.Writer) error {
 	if len(failed) > 0 {
 		return fmt.Errorf("unexpected verdicts in %s", strings.Join(failed, ", "))
 	}
+	return nil
+}
+
+// response writes usher's answer to the first entry of a data file.
+func response(args []string, w io.Writer) error {
+	fs := flag.NewFlagSet("response", flag.ExitOnError)
+	addr := fs.String("addr", "", "host:port of usher")
+	out := fs.String("out", "", "file to write the binary ValidateTokenResponse to")
+	_ = fs.Parse(args)
+	if fs.NArg() != 1 || *out == "" {
+		return errors.New("want -addr A -out FILE DATA.json")
+	}
+	var reqs []request
+	if err := readJSON(fs.Arg(0), &reqs); err != nil {
+		return err
+	}
+	if len(reqs) == 0 {
+		return fmt.Errorf("%s: no entries", fs.Arg(0))
+	}
+	conn, err := dial(*addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := usherv1.NewTokenServiceClient(conn).ValidateToken(ctx, &usherv1.ValidateTokenRequest{Token: reqs[0].Token, ExpectedAudience: reqs[0].ExpectedAudience})
+	if err != nil {
+		return err
+	}
+	b, err := proto.Marshal(resp)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*out, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, len(b))
 	return nil
 }
 

@@ -5,12 +5,18 @@
 // interceptors, no validation. Its CPU time per request is the cost of gRPC
 // itself, which usher cannot go below.
 //
+// With -response FILE (a binary ValidateTokenResponse, as benchcheck
+// response writes it), ValidateToken answers that message instead: the cost
+// of gRPC for usher's own answer, whose size the trivial one does not have.
+// With -pprof ADDR, net/http/pprof is served on ADDR (loopback), for the
+// kit's profiles.
+//
 // With -http, it is instead the baseline of the HTTP/JSON peer (OPA's data
 // API): an HTTP/1.1 server that decodes each POSTed body as
 // {"input": {"token", "expected_audience"}} and answers {"result": true},
 // the cost of HTTP and JSON for a request of the same size.
 //
-//	trivial [-listen 127.0.0.1:50052] [-http 127.0.0.1:PORT]
+//	trivial [-listen 127.0.0.1:50052] [-response FILE] [-pprof 127.0.0.1:PORT] [-http 127.0.0.1:PORT]
 package main
 
 import (
@@ -21,6 +27,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -30,27 +37,39 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/proto"
 
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 )
 
 type server struct {
 	usherv1.UnimplementedTokenServiceServer
+	answer *usherv1.ValidateTokenResponse // nil: {valid: true, reason: REASON_VALID}
 }
 
-func (server) ValidateToken(context.Context, *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
+func (s server) ValidateToken(context.Context, *usherv1.ValidateTokenRequest) (*usherv1.ValidateTokenResponse, error) {
+	if s.answer != nil {
+		return s.answer, nil // only read by grpc's marshalling: safe to share
+	}
 	return &usherv1.ValidateTokenResponse{Valid: true, Reason: usherv1.Reason_REASON_VALID}, nil
 }
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:50052", "loopback host:port to serve gRPC on")
 	httpListen := flag.String("http", "", "loopback host:port to serve the HTTP/JSON baseline on, instead of gRPC")
+	responseFile := flag.String("response", "", "binary ValidateTokenResponse to answer with (gRPC only)")
+	pprofListen := flag.String("pprof", "", "loopback host:port to serve net/http/pprof on")
 	flag.Parse()
-	run := runGRPC
-	if *httpListen != "" {
-		run, *listen = runHTTP, *httpListen
+	err := startPprof(*pprofListen)
+	if err == nil && *httpListen != "" {
+		err = runHTTP(*httpListen)
+	} else if err == nil {
+		var srv server
+		if srv.answer, err = readAnswer(*responseFile); err == nil {
+			err = runGRPC(*listen, srv)
+		}
 	}
-	if err := run(*listen); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "trivial:", err)
 		os.Exit(1)
 	}
@@ -68,13 +87,46 @@ func loopback(listen string) (net.Listener, error) {
 	return net.Listen("tcp", listen)
 }
 
-func runGRPC(listen string) error {
+// readAnswer reads a binary ValidateTokenResponse; "" is none.
+func readAnswer(path string) (*usherv1.ValidateTokenResponse, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var resp usherv1.ValidateTokenResponse
+	if err := proto.Unmarshal(b, &resp); err != nil {
+		return nil, fmt.Errorf("%s: not a ValidateTokenResponse: %w", path, err)
+	}
+	return &resp, nil
+}
+
+// startPprof serves net/http/pprof on listen (loopback), if not "".
+func startPprof(listen string) error {
+	if listen == "" {
+		return nil
+	}
+	lis, err := loopback(listen)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(lis) }()
+	return nil
+}
+
+func runGRPC(listen string, srv server) error {
 	lis, err := loopback(listen)
 	if err != nil {
 		return err
 	}
 	gs := grpc.NewServer()
-	usherv1.RegisterTokenServiceServer(gs, server{})
+	usherv1.RegisterTokenServiceServer(gs, srv)
 	healthpb.RegisterHealthServer(gs, health.NewServer())
 	reflection.Register(gs)
 
