@@ -31,9 +31,10 @@ func sameKeySource(a, b IssuerConfig) bool {
 // carryFrom seeds ik with prev's key set for the same issuer when its key
 // source did not change: the set (with its fetch time, so max_stale still
 // counts from the last good fetch), the Retry-After the issuer asked for,
-// the last token-driven refetch (the cooldown goes on), the last error and
-// the discovered jwks_uri. The issuer counts as tried. A static jwks_file is
-// never carried: it is read again.
+// the last token-driven refetch (the cooldown goes on), the last error, the
+// discovered jwks_uri and the identity provider its discovery document
+// showed. The issuer counts as tried. A static jwks_file is never carried:
+// it is read again.
 func (ik *issuerKeys) carryFrom(prev *Validator) {
 	if prev == nil {
 		return
@@ -42,6 +43,7 @@ func (ik *issuerKeys) carryFrom(prev *Validator) {
 	if old == nil || old.static || !sameKeySource(old.cfg, ik.cfg) {
 		return
 	}
+	ik.idp.CompareAndSwap(uint32(providerUnknown), uint32(old.provider())) // what its discovery document showed
 	ks := old.keys()
 	if ks == nil {
 		return

@@ -80,6 +80,9 @@ type issuerKeys struct {
 	waiting    atomic.Int64  // calls waiting now
 	lastShed   atomic.Int64  // unix nanoseconds of the last "turned away" warning
 
+	// idp is the issuer's identity provider (a provider), for hints.
+	idp atomic.Uint32
+
 	mu        sync.Mutex
 	jwksURI   string
 	lastError string
@@ -89,6 +92,7 @@ func newIssuerKeys(ctx context.Context, cfg IssuerConfig, hc *http.Client, o *op
 	now := o.now
 	ik := &issuerKeys{cfg: cfg, now: now, log: o.log.With("issuer", cfg.Issuer), http: guardClient(hc, cfg, o.log), bg: ctx, tried: make(chan struct{}), jwksURI: cfg.JWKSURI,
 		keyWait: o.keyWait, keyWaiters: int64(o.keyWaiters)}
+	ik.idp.Store(uint32(providerOfIssuer(cfg.Issuer)))
 	if cfg.Introspection != nil {
 		in, err := newIntrospector(ctx, cfg, o)
 		if err != nil {
@@ -356,6 +360,7 @@ func (ik *issuerKeys) discover(ctx context.Context) (string, error) {
 	if err := doc.checkIssuer(ik.cfg.Issuer); err != nil {
 		return "", fmt.Errorf("discovery %s: %w", u, err)
 	}
+	ik.learnProvider(doc)
 	if ik.intro != nil {
 		ik.intro.fromDiscovery(doc)
 		if doc.JWKSURI == "" {

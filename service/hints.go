@@ -9,7 +9,8 @@ import (
 )
 
 // Every message and hint of a verdict is written here (those of proofs in
-// proofhints.go). A message is one
+// proofhints.go, and how each identity provider is asked for a token for an
+// API in idphints.go). A message is one
 // sentence for a log line; a hint names the fix. Both are written for the
 // holder of the token: they may name issuers, audiences and key ids, never
 // key material or the token itself.
@@ -236,7 +237,7 @@ func missingClaimViolation(name, issuer string, opaque bool) Violation {
 	return out
 }
 
-func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected string) Violation {
+func (v *Validator) audienceViolation(ik *issuerKeys, t *parsedToken, auds []string, expected string) Violation {
 	out := Violation{
 		Reason:   ReasonAudienceMismatch,
 		Mismatch: &Mismatch{Claim: "aud", Expected: []string{expected}, Actual: slices.Clone(auds)},
@@ -244,7 +245,6 @@ func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected st
 	raw := expected
 	expected = Printable(expected) // chosen by the caller: bounded and escaped in text
 	out.Message = fmt.Sprintf("token audience [%s] does not include %s", shownAudiences(auds, false), expected)
-	fix := fmt.Sprintf("ask the issuer for a token with audience %s (OAuth 2.0 \"audience\" or RFC 8707 \"resource\" parameter)", expected)
 	switch {
 	case raw == "":
 		out.Message = "no expected audience was given"
@@ -256,19 +256,32 @@ func (v *Validator) audienceViolation(t *parsedToken, auds []string, expected st
 		return out
 	case len(auds) == 0:
 		out.Message = fmt.Sprintf("token has no audience; expected %s", expected)
-		out.Hint = "the token names no API it is meant for; " + fix
+		lead, ok := sentIDToken(ik, t)
+		if !ok {
+			lead = "the token names no API it is meant for; "
+		}
+		out.Hint = lead + audienceFix(ik, t, auds, expected)
 		return out
 	}
 	if i, d := v.hints.audienceNearMiss(auds, raw); d != "" {
 		out.Hint = fmt.Sprintf("the token's audience %q differs from %q only by %s; audiences are compared byte for byte: request the token with exactly %q, or fix the audience this service is configured with", Printable(auds[i]), expected, d, expected)
 		return out
 	}
-	if t.looksLikeIDToken() {
-		out.Hint = "this looks like an ID token (" + t.idTokenEvidence() + "): send the access token instead; " + fix
-		return out
+	lead, ok := sentIDToken(ik, t)
+	if !ok {
+		lead = "this token was issued for " + v.namedAudiences(auds) + "; "
 	}
-	out.Hint = "this token was issued for " + v.namedAudiences(auds) + "; " + fix
+	out.Hint = lead + audienceFix(ik, t, auds, expected)
 	return out
+}
+
+// sentIDToken says so when t looks like an ID token sent where an access
+// token belongs (not for Google, whose tokens for services are ID tokens).
+func sentIDToken(ik *issuerKeys, t *parsedToken) (string, bool) {
+	if !t.looksLikeIDToken() || ik.provider() == providerGoogle {
+		return "", false
+	}
+	return "this looks like an ID token (" + t.idTokenEvidence() + "): send the access token instead; ", true
 }
 
 // blank reports whether an expected audience is empty or white space only:

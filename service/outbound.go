@@ -26,6 +26,14 @@ type discoveryDoc struct {
 	JWKSURI               string `json:"jwks_uri"`
 	IntrospectionEndpoint string `json:"introspection_endpoint"`
 
+	// What tells identity providers apart (idp.go); read, never fetched.
+	TokenEndpoint            string   `json:"token_endpoint"`
+	EndSessionEndpoint       string   `json:"end_session_endpoint"`
+	MFAChallengeEndpoint     string   `json:"mfa_challenge_endpoint"`        // Auth0
+	CloudInstanceName        string   `json:"cloud_instance_name"`           // Microsoft Entra ID
+	HydraCredentialsEndpoint string   `json:"credentials_endpoint_draft_00"` // Ory Hydra
+	ResponseModesSupported   []string `json:"response_modes_supported"`
+
 	// policy is what the client that fetched the document may reach (set
 	// when it is a guardClient), so that check can refuse a jwks_uri before
 	// anything is sent to it.

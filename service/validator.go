@@ -473,7 +473,7 @@ func (v *Validator) checkClaims(ik *issuerKeys, t *parsedToken, audience string,
 	}
 	auds := t.audiences(cfg.AudienceClaims)
 	if blank(audience) || !slices.Contains(auds, audience) {
-		out = append(out, v.audienceViolation(t, auds, audience))
+		out = append(out, v.audienceViolation(ik, t, auds, audience))
 	}
 	if missing := missingScopes(c.scopes, scopes); len(missing) > 0 {
 		out = append(out, scopeViolation(c.scopes, scopes, missing))
