@@ -43,7 +43,8 @@ const (
 // Handler serves srv as usher.v1.TokenService over Connect (HTTP/1.1 or
 // HTTP/2, JSON or binary protobuf), gRPC and gRPC-Web under
 // /usher.v1.TokenService/, and answers GET /healthz with 200 "ok" (liveness
-// only: readiness is grpc.health.v1 on the gRPC listener). Request messages
+// only: readiness is grpc.health.v1 on the gRPC listener). Every answer says
+// Cache-Control: no-store: a verdict carries a token's claims. Request messages
 // are limited to MaxRequestBytes and bodies to MaxBodyBytes; JSON requests
 // with unknown fields are refused. opts are applied after these defaults, so
 // connect.WithReadMaxBytes or connect.WithInterceptors given here take
@@ -57,13 +58,21 @@ func Handler(srv usherv1.TokenServiceServer, opts ...connect.HandlerOption) http
 	all = append(all, opts...)
 	path, h := usherv1connect.NewTokenServiceHandler(tokenService{srv: srv}, all...)
 	mux := http.NewServeMux()
-	mux.Handle(path, http.MaxBytesHandler(h, MaxBodyBytes))
+	mux.Handle(path, noStore(http.MaxBytesHandler(h, MaxBodyBytes)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	return mux
+}
+
+// noStore tells browsers and proxies to keep no copy of the answer.
+func noStore(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
 }
 
 // NewServer returns an http.Server for h on addr (for ListenAndServe, or

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/usher-dev/usher/internal/config"
+	"github.com/usher-dev/usher/internal/console"
 	"github.com/usher-dev/usher/internal/devissuer"
 	"github.com/usher-dev/usher/service"
 )
@@ -29,6 +30,9 @@ const (
 // its issuer's introspection endpoint.
 const devCacheTTL = 5 * time.Second
 
+// devHTTPListen is usher dev's HTTP/JSON address, which serves the console.
+const devHTTPListen = "127.0.0.1:50080"
+
 // devAPIs are the two APIs of the article: a token for one is not a token for the other.
 var devAPIs = []service.KnownAudience{
 	{Audience: "api/users", Name: "Users API"},
@@ -40,12 +44,18 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", config.DefaultListen, "gRPC address (loopback only)")
 	issuerListen := fs.String("issuer-listen", "127.0.0.1:0", "dev issuer HTTP address (loopback only)")
+	httpListen := fs.String("http-listen", devHTTPListen, "HTTP/JSON address with the console under /console/ (loopback only; \"\" for none)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := requireLoopback("--listen", *listen); err != nil {
 		return err
+	}
+	if *httpListen != "" {
+		if err := requireLoopback("--http-listen", *httpListen); err != nil {
+			return err
+		}
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
@@ -64,7 +74,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer os.Remove(secretFile)
-	cfg := devConfig(*listen, iss, secretFile)
+	cfg := devConfig(*listen, *httpListen, iss, secretFile)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -72,16 +82,22 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	var consoleURL string
 	return serve(ctx, serveOptions{cfg: cfg, log: log, ready: func(addr string) {
-		printDevBanner(stdout, addr, iss, tokens)
+		printDevBanner(stdout, addr, consoleURL, iss, tokens)
+	}, listening: func(key, addr string) {
+		if key == "http_listen" {
+			consoleURL = "http://" + addr + console.Prefix
+		}
 	}})
 }
 
 // devConfig trusts the dev issuer for JWTs (keys through discovery) and for
-// its opaque tokens (introspection_endpoint through discovery).
-func devConfig(listen string, iss *devissuer.Issuer, secretFile string) *config.Config {
+// its opaque tokens (introspection_endpoint through discovery), and serves
+// the console on httpListen (none when "").
+func devConfig(listen, httpListen string, iss *devissuer.Issuer, secretFile string) *config.Config {
 	return &config.Config{
-		Listen: listen,
+		Listen: listen, HTTPListen: httpListen, Console: httpListen != "",
 		Engine: service.Config{
 			Issuers: []service.IssuerConfig{{
 				Issuer:    iss.URL(),
@@ -148,14 +164,17 @@ func requireLoopback(flagName, addr string) error {
 	return nil
 }
 
-func printDevBanner(w io.Writer, addr string, iss *devissuer.Issuer, tokens map[string]string) {
+func printDevBanner(w io.Writer, addr, consoleURL string, iss *devissuer.Issuer, tokens map[string]string) {
 	users, invoices, opaque := tokens["api/users"], tokens["api/invoices"], tokens["opaque"]
 	req := func(tok, aud string) string {
 		b, _ := json.Marshal(map[string]string{"token": tok, "expected_audience": aud})
 		return "'" + string(b) + "'"
 	}
-	fmt.Fprintf(w, `usher dev: a development issuer and a validator that trusts it, on loopback only (not for production)
-
+	fmt.Fprintln(w, "usher dev: a development issuer and a validator that trusts it, on loopback only (not for production)")
+	if consoleURL != "" {
+		fmt.Fprintln(w, "console: "+consoleURL)
+	}
+	fmt.Fprintf(w, `
   gRPC     %s   (usher.v1.TokenService, health, reflection)
   issuer   %s   (OIDC discovery, JWKS, client-credentials token endpoint,
            introspection and revocation of opaque tokens)

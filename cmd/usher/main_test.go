@@ -98,7 +98,7 @@ func TestDev_EndToEnd(t *testing.T) {
 	var stdout, stderr testkit.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"dev", "--listen", "127.0.0.1:0"}, strings.NewReader(""), &stdout, &stderr)
+		done <- run(ctx, []string{"dev", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, strings.NewReader(""), &stdout, &stderr)
 	}()
 	t.Cleanup(func() {
 		cancel()

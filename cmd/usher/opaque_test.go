@@ -184,7 +184,7 @@ func startDevInProcess(t *testing.T, args ...string) (b devBanner, banner string
 	logs = &testkit.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, append([]string{"dev", "--listen", "127.0.0.1:0"}, args...), strings.NewReader(""), &stdout, logs)
+		done <- run(ctx, append([]string{"dev", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, args...), strings.NewReader(""), &stdout, logs)
 	}()
 	stopped := false
 	stop = func() {
@@ -323,7 +323,7 @@ func TestBinary_DevOpaqueRevoke(t *testing.T) {
 // exit.
 func startDevBinary(t *testing.T, bin string, env ...string) (devBanner, func()) {
 	t.Helper()
-	cmd := exec.Command(bin, "dev", "--listen", "127.0.0.1:0")
+	cmd := exec.Command(bin, "dev", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

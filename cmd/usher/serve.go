@@ -33,6 +33,7 @@ import (
 	"github.com/usher-dev/usher/grpcapi"
 	"github.com/usher-dev/usher/httpapi"
 	"github.com/usher-dev/usher/internal/config"
+	"github.com/usher-dev/usher/internal/console"
 	"github.com/usher-dev/usher/internal/metrics"
 	"github.com/usher-dev/usher/internal/replaystore"
 	"github.com/usher-dev/usher/internal/servertls"
@@ -109,6 +110,10 @@ type serveOptions struct {
 	reload <-chan struct{}   // a value asks for the config file to be re-read
 
 	engineOpts []service.Option // added to every validator's options (tests)
+
+	// listening, when set, is told each HTTP listener's key (http_listen,
+	// metrics) and bound address as it opens, before ready.
+	listening func(key, addr string)
 }
 
 // server is a running usher: its listeners and what they serve.
@@ -116,6 +121,7 @@ type server struct {
 	serveOptions
 	reg      *prometheus.Registry        // nil without metrics_listen: nothing collects
 	observer *metrics.Metrics            // shared by the validators a reload creates
+	recorder *console.Recorder           // the console's counts; nil without console
 	tls      *tls.Config                 // nil without tls
 	limit    grpc.UnaryServerInterceptor // the in-flight limit every front end shares
 	grpcMet  *grpcprom.ServerMetrics     // nil without metrics_listen
@@ -163,6 +169,9 @@ func (s *server) start(ctx context.Context) error {
 		s.reg = prometheus.NewRegistry()
 		s.observer = metrics.New(s.reg)
 		s.replayMet = metrics.NewReplayStore(s.reg)
+	}
+	if s.cfg.Console {
+		s.recorder = console.NewRecorder(nil)
 	}
 	if err := s.startReplayStore(ctx); err != nil {
 		return err
@@ -236,8 +245,8 @@ func (s *server) newValidator(ctx context.Context, cfg *service.Config, store *r
 		// budget while they wait for its key set.
 		service.WithKeyWait(0, max(1, s.cfg.MaxInFlight/8)),
 	}
-	if s.observer != nil {
-		opts = append(opts, service.WithObserver(s.observer))
+	if obs := s.engineObserver(); obs != nil {
+		opts = append(opts, service.WithObserver(obs))
 	}
 	if store != nil {
 		opts = append(opts, service.WithReplayStore(store))
@@ -261,6 +270,19 @@ func (s *server) newValidator(ctx context.Context, cfg *service.Config, store *r
 // idle worker costs its stack, a few KiB.
 func streamWorkers(procs int) uint32 {
 	return uint32(max(64, 8*procs))
+}
+
+// engineObserver is told about every verdict: the metrics, the console's
+// recorder, both, or nil.
+func (s *server) engineObserver() service.Observer {
+	var next service.Observer
+	if s.observer != nil {
+		next = s.observer
+	}
+	if s.recorder != nil {
+		return s.recorder.Observer(next)
+	}
+	return next
 }
 
 // grpcOptions are the gRPC server's limits, credentials, tracing and
@@ -341,11 +363,26 @@ func (s *server) startHTTP() error {
 	if s.cfg.HTTPListen != "" {
 		// The in-flight limit is gRPC's: one budget for every front end.
 		h := httpapi.Handler(grpcapi.Intercepted(s.api, s.limit), connect.WithReadMaxBytes(grpcapi.MaxRecvMsgSize(s.cfg.Engine.MaxTokenBytes)))
+		if s.cfg.Console {
+			h = s.withConsole(h)
+		}
 		if err := s.listenHTTP("http_listen", s.cfg.HTTPListen, httpapi.NewServer(s.cfg.HTTPListen, h), s.tls); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// withConsole serves the console under /console/ beside the HTTP/JSON API,
+// on the same listener and so with the same TLS.
+func (s *server) withConsole(api http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(console.Prefix, console.Handler(console.Options{
+		APIs:     func() []service.KnownAudience { return s.api.Current().Audiences() },
+		Recorder: s.recorder,
+	}))
+	mux.Handle("/", api)
+	return mux
 }
 
 // metricsHandler serves /metrics (and pprof when asked) from the registry.
@@ -388,6 +425,9 @@ func (s *server) listenHTTP(key, addr string, hs *http.Server, tlsConf *tls.Conf
 		}
 	}()
 	s.log.Info(key+" listening", "addr", hl.Addr().String())
+	if s.listening != nil {
+		s.listening(key, hl.Addr().String())
+	}
 	return nil
 }
 

@@ -273,7 +273,7 @@ describe('usherAuth against usher dev', { timeout: TEST_TIMEOUT_MS }, () => {
 
   beforeEach(async () => {
     auths = [];
-    usher = new UsherProcess(['dev', '--listen', '127.0.0.1:0'], DEV_ADDR);
+    usher = new UsherProcess(['dev', '--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0'], DEV_ADDR);
     addr = await usher.start();
     // Until the dev issuer's keys are loaded: a fresh token must come back VALID.
     const probe = auth('api/users');

@@ -239,7 +239,7 @@ class ReasonsTableTest(unittest.TestCase):
 
 class UsherAuthTest(unittest.TestCase):
     def setUp(self):
-        self.usher = UsherProcess(["dev", "--listen", "127.0.0.1:0"], UsherProcess.DEV_ADDR)
+        self.usher = UsherProcess(["dev", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"], UsherProcess.DEV_ADDR)
         self.addCleanup(self.usher.stop)
         self.addr = self.usher.start()
         self.auths = []

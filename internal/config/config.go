@@ -44,6 +44,10 @@ type Config struct {
 	PprofOffLoopback bool
 	// HTTPListen is the optional HTTP/JSON (Connect protocol) address (http_listen).
 	HTTPListen string
+	// Console serves the web console (token debugger, issuers, where tokens
+	// go wrong) under /console/ on http_listen (console; default off). It
+	// needs http_listen, and so, off loopback, tls or insecure_plaintext.
+	Console bool
 	// TLS serves gRPC and HTTP/JSON over TLS, and mTLS with ClientCAFile.
 	TLS *TLS
 	// InsecurePlaintext allows plaintext on a non-loopback address (e.g.
@@ -152,6 +156,9 @@ func (c *Config) validateListeners() []error {
 		errs = append(errs, problem("pprof", "true on metrics_listen %q, which is not loopback: pprof has no authentication and shows the process's internals (profiles, goroutine stacks, the command line) to anyone who reaches it; keep metrics_listen on loopback (e.g. 127.0.0.1:9090) and reach pprof through a port-forward, or set pprof_off_loopback: true if only trusted hosts can reach that address", c.MetricsListen))
 	case !c.Pprof && c.PprofOffLoopback:
 		errs = append(errs, problem("pprof_off_loopback", "true, but pprof is not: remove this key, or set pprof: true"))
+	}
+	if c.Console && c.HTTPListen == "" {
+		errs = append(errs, problem("console", "true needs http_listen: the console is served under /console/ on the HTTP/JSON listener; add e.g. http_listen: 127.0.0.1:8080, or remove console"))
 	}
 	return errs
 }

@@ -23,6 +23,7 @@ type document struct {
 	Pprof                bool             `yaml:"pprof"`
 	PprofOffLoopback     bool             `yaml:"pprof_off_loopback"`
 	HTTPListen           string           `yaml:"http_listen"`
+	Console              bool             `yaml:"console"`
 	Tracing              *Tracing         `yaml:"tracing"`
 	ExtAuthz             *extauthz.Config `yaml:"ext_authz"`
 	MaxTokenBytes        int              `yaml:"max_token_bytes"`
@@ -98,7 +99,7 @@ type audience struct {
 func (d *document) config() *Config {
 	c := &Config{
 		Listen: d.Listen, MetricsListen: d.MetricsListen, Pprof: d.Pprof, PprofOffLoopback: d.PprofOffLoopback, HTTPListen: d.HTTPListen,
-		TLS: d.TLS, InsecurePlaintext: d.InsecurePlaintext,
+		Console: d.Console, TLS: d.TLS, InsecurePlaintext: d.InsecurePlaintext,
 		MaxInFlight: d.MaxInFlight, MaxConcurrentStreams: d.MaxConcurrentStreams,
 		MaxStreams: d.MaxStreams, MaxConnections: d.MaxConnections,
 		Tracing: d.Tracing, ExtAuthz: d.ExtAuthz, ReplayStore: d.DPoP.ReplayStore,

@@ -153,7 +153,7 @@ class UsherProcess {
 
 /** `usher dev` on 127.0.0.1:0, ready once a fresh token validates. */
 async function startDev() {
-  const u = new UsherProcess(['dev', '--listen', '127.0.0.1:0']);
+  const u = new UsherProcess(['dev', '--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0']);
   await u.start();
   assert.ok(u.issuer, `usher dev printed no issuer line:\n${u.lines.join('\n')}`);
   const token = await mint(u.addr, 'api/users');

@@ -133,7 +133,7 @@ class UsherProcess:
 
     @classmethod
     def dev(cls):
-        u = cls(["dev", "--listen", "127.0.0.1:0"], cls.DEV_ADDR)
+        u = cls(["dev", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"], cls.DEV_ADDR)
         u.start()
         u.wait_ready()
         return u

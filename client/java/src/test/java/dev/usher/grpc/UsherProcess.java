@@ -48,7 +48,7 @@ final class UsherProcess implements AutoCloseable {
 
   /** {@code usher dev --listen 127.0.0.1:0}, started and ready (a fresh token validates). */
   static UsherProcess dev() throws Exception {
-    UsherProcess p = new UsherProcess(List.of("dev", "--listen", "127.0.0.1:0"), DEV_ADDR);
+    UsherProcess p = new UsherProcess(List.of("dev", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"), DEV_ADDR);
     p.start();
     return p;
   }
