@@ -769,7 +769,7 @@ elapsed() { echo "$(((SECONDS - T0) / 60)) min $(((SECONDS - T0) % 60)) s"; }
       if (a == "—" || b == "—" || b <= 0) { print "not measured"; exit }
       printf "%.1f µs vs %.1f µs (%.2f ×, bound %.1f µs): %s", a, b, a / b, 1.2 * b, (a <= 1.2 * b ? "met" : "NOT met") }')$(awk -v a="$hit" -v b="$TRIVIAL_CPU" -v s="$(cpu_of trivial-same:trivial-same)" -v n="${RESPONSE_BYTES:-?}" 'BEGIN {
       if (a == "—" || b == "—" || s == "—") exit
-      printf "; the trivial server answering usher'"'"'s %s-byte response: %.1f µs (%.2f × trivial), so %.1f of the %.1f µs over trivial are the answer'"'"'s size on the wire and %.1f µs usher'"'"'s own work", n, s, s / b, s - b, a - b, a - s }')"
+      printf "; the trivial server answering usher'"'"'s own %s-byte response: %.1f µs (%.2f × trivial; the hit is %.2f × that)", n, s, s / b, a / s }')"
     dist=$(cpu_of "distinct:$target")
     echo "  - uncached RS256 ≤ trivial + 1.3 × RS256 floor: $(awk -v a="$dist" -v t="$TRIVIAL_CPU" -v f="${FLOOR_US[RS256]:-—}" 'BEGIN {
       if (a == "—" || t == "—") { print "not measured"; exit }

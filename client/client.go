@@ -86,7 +86,7 @@ func New(conn grpc.ClientConnInterface, opts ...ClientOption) *Client {
 	return c
 }
 
-// Dial connects to usher at target (e.g. "dns:///usher.platform.svc:50051")
+// Dial connects to usher at target (e.g. "dns:///usher-headless.platform.svc.cluster.local:50051")
 // with production defaults: round_robin over every resolved address,
 // keepalive, and retries of UNAVAILABLE. Pass the transport credentials in
 // dialOpts (grpc.WithTransportCredentials); later options override the

@@ -18,7 +18,7 @@ import (
 // Protect a gRPC service with usher: the two lines are NewAuthenticator and
 // the interceptors in grpc.NewServer.
 func Example() {
-	usher, err := client.Dial("dns:///usher.platform.svc.cluster.local:50051",
+	usher, err := client.Dial("dns:///usher-headless.platform.svc.cluster.local:50051",
 		[]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(nil))})
 	if err != nil {
 		log.Fatal(err)

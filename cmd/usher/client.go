@@ -11,12 +11,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -31,28 +31,78 @@ type clientFlags struct {
 	addr    string
 	json    bool
 	timeout time.Duration
+	transport
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.addr, "addr", "127.0.0.1:50051", "address of a running usher")
+	c.registerConn(fs, "address of a running usher")
 	fs.BoolVar(&c.json, "json", false, "print the response as protobuf JSON")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "deadline of the call")
 }
 
+// registerConn registers --addr and the transport flags.
+func (c *clientFlags) registerConn(fs *flag.FlagSet, addrHelp string) {
+	fs.StringVar(&c.addr, "addr", "", addrHelp+" (default $"+envAddr+", else "+defaultAddr+")")
+	c.transport.register(fs)
+}
+
+// parse parses the flags, then takes what they left unset from the
+// environment: --addr from USHER_ADDR (else defaultAddr), the TLS settings
+// from theirs.
+func (c *clientFlags) parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	return pos, c.resolve(defaultAddr)
+}
+
+// resolve fills the address (fallback when neither --addr nor USHER_ADDR
+// gives one) and the transport from the environment.
+func (c *clientFlags) resolve(fallback string) error {
+	if c.addr == "" {
+		c.addr = os.Getenv(envAddr)
+	}
+	if c.addr == "" {
+		c.addr = fallback
+	}
+	return c.transport.resolve(os.Getenv)
+}
+
 // call dials usher, runs fn with the call's deadline, and closes.
 func (c *clientFlags) call(ctx context.Context, fn func(context.Context, *grpc.ClientConn) error) error {
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opt, err := c.dialOption(c.addr)
 	if err != nil {
-		return fmt.Errorf("connect to usher at %s: %w", c.addr, err)
+		return err
+	}
+	conn, err := grpc.NewClient(c.addr, opt)
+	if err != nil {
+		return fmt.Errorf("connect to usher at %s: %w", printable(c.addr), err)
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	if err := fn(ctx, conn); err != nil {
-		return fmt.Errorf("usher at %s: %w (is `usher dev` or `usher serve` running there? set --addr)", c.addr, printableError{err})
+		return &callError{addr: c.addr, how: c.describe(c.addr), err: err, fix: c.fix(err, c.addr)}
 	}
 	return nil
 }
+
+// callError is a failed call to usher, and what to do about it.
+type callError struct {
+	addr, how string // how it was dialled: "over TLS", "in plaintext"
+	err       error
+	fix       string // empty when the error says it all
+}
+
+func (e *callError) Error() string {
+	if e.fix == "" {
+		return fmt.Sprintf("usher at %s: %s", printable(e.addr), printable(e.err.Error()))
+	}
+	return fmt.Sprintf("usher at %s (dialled %s): %s\n  fix: %s", printable(e.addr), e.how, printable(e.err.Error()), printable(e.fix))
+}
+
+func (e *callError) Unwrap() error { return e.err }
 
 // readToken takes the one positional argument; "-" reads stdin.
 func readToken(pos []string, stdin io.Reader) (string, error) {
@@ -88,7 +138,7 @@ func runValidate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.Var(&scopes, "scope", "a scope the API requires (repeatable)")
 	var sc senderConstraint
 	sc.register(fs)
-	pos, err := parseFlags(fs, args)
+	pos, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -127,7 +177,7 @@ func runInspect(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	fs.SetOutput(stderr)
 	var cf clientFlags
 	cf.register(fs)
-	pos, err := parseFlags(fs, args)
+	pos, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -284,6 +334,7 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	var cf clientFlags
 	cf.register(fs)
+	fs.Lookup("json").Usage = `print the token endpoint's answer as JSON: {"access_token", "token_type", "expires_in", "scope"}`
 	audience := fs.String("audience", "", "the audience (API) the token is for (required)")
 	var scopes stringList
 	fs.Var(&scopes, "scope", "a scope to grant (repeatable)")
@@ -292,7 +343,7 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	opaque := fs.Bool("opaque", false, "an opaque token (usher asks the issuer about it by introspection) instead of a JWT")
 	issuer := fs.String("issuer", "", "dev issuer URL (default: asked from the usher at --addr)")
 	dpopKey := fs.String("dpop-key", "", "bind the token to the DPoP key in this file (PEM or JWK private key; created with a new P-256 key, mode 0600, when missing): send it as \"Authorization: DPoP TOKEN\" with a proof from usher proof --key FILE")
-	if _, err := parseFlags(fs, args); err != nil {
+	if _, err := cf.parse(fs, args); err != nil {
 		return err
 	}
 	if *audience == "" {
@@ -326,12 +377,7 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 	}
-	var out struct {
-		AccessToken string `json:"access_token"`
-		TokenType   string `json:"token_type"`
-		Error       string `json:"error"`
-		Description string `json:"error_description"`
-	}
+	var out tokenResponse
 	if err := getJSON(req, &out); err != nil {
 		return fmt.Errorf("mint: %w", err)
 	}
@@ -341,8 +387,34 @@ func runMint(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case *dpopKey != "" && !strings.EqualFold(out.TokenType, "DPoP"):
 		return fmt.Errorf("mint: token endpoint %s answered token_type %q, not DPoP: it did not bind the token to the key in %s", printable(tokenURL), printable(out.TokenType), printable(*dpopKey))
 	}
+	if cf.json {
+		return out.printJSON(stdout)
+	}
 	_, err = fmt.Fprintln(stdout, out.AccessToken)
 	return err
+}
+
+// tokenResponse is the token endpoint's answer (RFC 6749 §5.1, §5.2).
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope"`
+	Error       string `json:"error"`
+	Description string `json:"error_description"`
+}
+
+// printJSON is mint --json: the successful token response, as the token
+// endpoint gives it to an OAuth 2.0 client.
+func (t tokenResponse) printJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+		ExpiresIn   int64  `json:"expires_in"`
+		Scope       string `json:"scope,omitempty"`
+	}{t.AccessToken, t.TokenType, t.ExpiresIn, t.Scope})
 }
 
 // addDPoPProof signs the token request with the DPoP key in keyFile (RFC
@@ -364,14 +436,15 @@ func addDPoPProof(req *http.Request, keyFile string, stderr io.Writer) error {
 }
 
 // runRevoke revokes a token at the running usher dev's issuer (RFC 7009).
-func runRevoke(ctx context.Context, args []string, stdin io.Reader, _, stderr io.Writer) error {
+func runRevoke(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("usher revoke", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cf clientFlags
-	fs.StringVar(&cf.addr, "addr", "127.0.0.1:50051", "address of the running usher dev, asked for its issuer")
+	cf.registerConn(fs, "address of the running usher dev, asked for its issuer")
+	fs.BoolVar(&cf.json, "json", false, `print {"revoked": true, "revocation_endpoint": URL} on stdout`)
 	fs.DurationVar(&cf.timeout, "timeout", 5*time.Second, "deadline of the whole command")
 	issuer := fs.String("issuer", "", "dev issuer URL, on loopback (default: asked from the usher at --addr)")
-	pos, err := parseFlags(fs, args)
+	pos, err := cf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -402,6 +475,9 @@ func runRevoke(ctx context.Context, args []string, stdin io.Reader, _, stderr io
 		return fmt.Errorf("revoke: %w", err)
 	}
 	fmt.Fprintf(stderr, "usher revoke: revoked at %s; a usher that holds an active answer for it says INACTIVE once its introspection cache_ttl has passed (%s in usher dev)\n", printable(revokeURL), devCacheTTL)
+	if cf.json {
+		return json.NewEncoder(stdout).Encode(map[string]any{"revoked": true, "revocation_endpoint": revokeURL})
+	}
 	return nil
 }
 

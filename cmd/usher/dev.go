@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -82,9 +83,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	dir, err := writeDevFiles(tokens)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
 	var consoleURL string
 	return serve(ctx, serveOptions{cfg: cfg, log: log, ready: func(addr string) {
-		printDevBanner(stdout, addr, consoleURL, iss, tokens)
+		printDevBanner(stdout, addr, consoleURL, iss, dir, tokens)
 	}, listening: func(key, addr string) {
 		if key == "http_listen" {
 			consoleURL = "http://" + addr + console.Prefix
@@ -138,14 +144,14 @@ func devTokens(iss *devissuer.Issuer) (map[string]string, error) {
 		tok, err := iss.Mint(devissuer.MintRequest{
 			Audience: []string{api.Audience},
 			Scopes:   []string{strings.TrimPrefix(api.Audience, "api/") + ".read"},
-			TTL:      12 * time.Hour,
+			TTL:      devTokenLifetime,
 		})
 		if err != nil {
 			return nil, err
 		}
 		tokens[api.Audience] = tok
 	}
-	tok, err := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}, Scopes: []string{"users.read"}, TTL: 12 * time.Hour, Opaque: true})
+	tok, err := iss.Mint(devissuer.MintRequest{Audience: []string{"api/users"}, Scopes: []string{"users.read"}, TTL: devTokenLifetime, Opaque: true})
 	if err != nil {
 		return nil, err
 	}
@@ -164,11 +170,62 @@ func requireLoopback(flagName, addr string) error {
 	return nil
 }
 
-func printDevBanner(w io.Writer, addr, consoleURL string, iss *devissuer.Issuer, tokens map[string]string) {
-	users, invoices, opaque := tokens["api/users"], tokens["api/invoices"], tokens["opaque"]
+// The files usher dev writes for its banner's commands: a token a file,
+// and the ValidateToken requests grpcurl and ghz read.
+const (
+	devUsersJWT      = "users.jwt"
+	devInvoicesJWT   = "invoices.jwt"
+	devUsersOpaque   = "users.opaque"
+	devValidReq      = "valid.json"    // the Users token at api/users
+	devMismatchReq   = "mismatch.json" // the Users token at api/invoices
+	devOpaqueReq     = "opaque.json"   // the opaque Users token at api/users
+	devTokenLifetime = 12 * time.Hour
+)
+
+// writeDevFiles writes the banner's tokens and requests into a new
+// directory (0700, files 0600) that the caller removes: each command of
+// the banner refers to its file, so no token is repeated inside commands.
+func writeDevFiles(tokens map[string]string) (string, error) {
+	dir, err := os.MkdirTemp("", "usher-dev-")
+	if err != nil {
+		return "", fmt.Errorf("dev: the token directory: %w", err)
+	}
 	req := func(tok, aud string) string {
 		b, _ := json.Marshal(map[string]string{"token": tok, "expected_audience": aud})
-		return "'" + string(b) + "'"
+		return string(b)
+	}
+	files := map[string]string{
+		devUsersJWT:    tokens["api/users"],
+		devInvoicesJWT: tokens["api/invoices"],
+		devUsersOpaque: tokens["opaque"],
+		devValidReq:    req(tokens["api/users"], "api/users"),
+		devMismatchReq: req(tokens["api/users"], "api/invoices"),
+		devOpaqueReq:   req(tokens["opaque"], "api/users"),
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content+"\n"), 0o600); err != nil {
+			_ = os.RemoveAll(dir)
+			return "", fmt.Errorf("dev: the token directory: %w", err)
+		}
+	}
+	return dir, nil
+}
+
+// printDevBanner says where usher dev listens and what to try, each
+// command ready to paste: tokens are read from the files in dir, and every
+// usher command carries --addr when addr is not the default.
+func printDevBanner(w io.Writer, addr, consoleURL string, iss *devissuer.Issuer, dir string, tokens map[string]string) {
+	f := func(name string) string { return filepath.Join(dir, name) }
+	at := ""
+	if addr != defaultAddr {
+		at = " --addr " + addr
+	}
+	usher := func(args string) string {
+		cmd, rest, _ := strings.Cut(args, " ")
+		return strings.TrimSpace("usher " + cmd + at + " " + rest)
+	}
+	grpcurl := func(req string) string {
+		return grpcurlCmd + " -plaintext -d @ " + addr + " usher.v1.TokenService/ValidateToken < " + f(req)
 	}
 	fmt.Fprintln(w, "usher dev: a development issuer and a validator that trusts it, on loopback only (not for production)")
 	if consoleURL != "" {
@@ -179,38 +236,51 @@ func printDevBanner(w io.Writer, addr, consoleURL string, iss *devissuer.Issuer,
   issuer   %s   (OIDC discovery, JWKS, client-credentials token endpoint,
            introspection and revocation of opaque tokens)
   APIs     api/users (Users API), api/invoices (Invoices API)
-
-Token for api/users (Users API), valid 12h:
-%s
-
-Token for api/invoices (Invoices API), valid 12h:
-%s
+  tokens   %s   (files 0600, valid %gh, removed when usher dev stops)
+           %-13s a JWT for api/users
+           %-13s a JWT for api/invoices
+           %-13s an opaque token for api/users
+           %s, %s, %s: the ValidateToken requests below
 
 VALID: the Users token at the Users API
-  %s -plaintext -d %s %s usher.v1.TokenService/ValidateToken
+  %s - < %s
+  %s
 
 AUDIENCE_MISMATCH: the Users token at the Invoices API (the article's bug)
-  %s -plaintext -d %s %s usher.v1.TokenService/ValidateToken
+  %s - < %s
+  %s
 
-Opaque token for api/users (Users API), valid 12h: the issuer keeps its claims and usher asks it (RFC 7662 introspection):
-%s
-
-VALID: the opaque token at the Users API (at the Invoices API: AUDIENCE_MISMATCH, as for a JWT)
-  %s -plaintext -d %s %s usher.v1.TokenService/ValidateToken
+VALID: the opaque token at the Users API: the issuer keeps its claims and usher asks it (RFC 7662 introspection)
+  %s - < %s
+  %s
 
 Revoke it (RFC 7009): usher answers INACTIVE within %s, its introspection cache_ttl
-  usher revoke %s
+  %s - < %s
 
 Load test with ghz
-  %s --insecure --call usher.v1.TokenService/ValidateToken -d %s -n 20000 -c 50 %s
+  %s --insecure --call usher.v1.TokenService/ValidateToken -D %s -n 20000 -c 50 %s
 
-More tokens:  usher mint --audience api/invoices --scope invoices.read   (--opaque for an opaque one)
-DPoP-bound:   usher mint --audience api/invoices --dpop-key dpop.pem   (send "Authorization: DPoP TOKEN" and "DPoP: $(usher proof --key dpop.pem --method GET --uri URL --token TOKEN)")
-Check one:    usher validate --audience api/invoices TOKEN
-Ctrl-C stops.
-`, addr, iss.URL(), users, invoices,
-		grpcurlCmd, req(users, "api/users"), addr,
-		grpcurlCmd, req(users, "api/invoices"), addr,
-		opaque, grpcurlCmd, req(opaque, "api/users"), addr, devCacheTTL, opaque,
-		ghzCmd, req(users, "api/users"), addr)
+More tokens:  %s   (--opaque for an opaque one)
+DPoP-bound:   %s   (send "Authorization: DPoP TOKEN" and "DPoP: $(usher proof --key dpop.pem --method GET --uri URL --token TOKEN)")
+Check one:    %s
+`, addr, iss.URL(), dir, devTokenLifetime.Hours(), devUsersJWT, devInvoicesJWT, devUsersOpaque, devValidReq, devMismatchReq, devOpaqueReq,
+		usher("validate --audience api/users"), f(devUsersJWT), grpcurl(devValidReq),
+		usher("validate --audience api/invoices"), f(devUsersJWT), grpcurl(devMismatchReq),
+		usher("validate --audience api/users"), f(devUsersOpaque), grpcurl(devOpaqueReq),
+		devCacheTTL, usher("revoke"), f(devUsersOpaque),
+		ghzCmd, f(devValidReq), addr,
+		usher("mint --audience api/invoices --scope invoices.read"),
+		usher("mint --audience api/invoices --dpop-key dpop.pem"),
+		usher("validate --audience api/invoices TOKEN"))
+	printDevTokens(w, tokens)
+	fmt.Fprintln(w, "Ctrl-C stops.")
+}
+
+// printDevTokens prints a JWT per API, each once, last: for pasting into
+// the console or a client (the commands above read them from their files).
+func printDevTokens(w io.Writer, tokens map[string]string) {
+	fmt.Fprintf(w, "\nA token per API, valid %gh (the same as in %s and %s):\n", devTokenLifetime.Hours(), devUsersJWT, devInvoicesJWT)
+	for _, api := range devAPIs {
+		fmt.Fprintf(w, "  %-13s %s\n", api.Audience, tokens[api.Audience])
+	}
 }

@@ -24,41 +24,66 @@ var errChecksFailed = errors.New("checks failed")
 func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("usher doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "check this config against the real issuers")
+	cfgPath := fs.String("config", "", "check this config: the files it names, and its issuers for real")
 	var cf clientFlags
-	fs.StringVar(&cf.addr, "addr", "", "check a running usher at this address instead")
+	cf.registerConn(fs, "check a running usher at this address instead")
+	fs.BoolVar(&cf.json, "json", false, "print the report as JSON: target, ok, problems, and checks (subject, name, ok, detail, fix)")
 	fs.DurationVar(&cf.timeout, "timeout", 15*time.Second, "deadline of all checks")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if *cfgPath == "" {
+		if err := cf.resolve(""); err != nil { // USHER_ADDR stands in for --addr
+			return err
+		}
+		if _, err := cf.dialOption(cf.addr); cf.addr != "" && err != nil { // a CA or client certificate file that cannot be used
+			return err
+		}
+	}
 	if (*cfgPath == "") == (cf.addr == "") {
-		return usageError{"doctor: give either --config FILE or --addr HOST:PORT"}
+		return usageError{"doctor: give either --config FILE or --addr HOST:PORT (or " + envAddr + ")"}
 	}
 	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
-	var title string
+	var target string
 	var checks []service.Check
 	if *cfgPath != "" {
-		title = "usher doctor: " + *cfgPath
-		cfg, err := config.Load(*cfgPath)
-		if err != nil {
-			checks = []service.Check{{Subject: "config", Name: "config valid", Detail: strings.ReplaceAll(err.Error(), "\n", "; "),
-				Fix: "correct the keys named above (see the README's configuration reference)"}}
-		} else {
-			checks = append([]service.Check{{Subject: "config", Name: "config valid", OK: true, Detail: fmt.Sprintf("%d issuers, %d audiences", len(cfg.Engine.Issuers), len(cfg.Engine.Audiences))}},
-				service.Diagnose(ctx, &cfg.Engine)...)
-			if cfg.ReplayStore != "" {
-				checks = append(checks, replayStoreCheck(ctx, cfg.ReplayStore))
-			}
+		target, checks = *cfgPath, configChecks(ctx, *cfgPath)
+	} else {
+		target, checks = "usher at "+cf.addr, remoteChecks(ctx, &cf)
+	}
+	var failed int
+	if cf.json {
+		var err error
+		if failed, err = printChecksJSON(stdout, target, checks); err != nil {
+			return err
 		}
 	} else {
-		title = "usher doctor: usher at " + cf.addr
-		checks = remoteChecks(ctx, &cf)
+		failed = printChecklist(stdout, "usher doctor: "+target, checks, colorOn(stdout))
 	}
-	if printChecklist(stdout, title, checks, colorOn(stdout)) > 0 {
+	if failed > 0 {
 		return errChecksFailed
 	}
 	return nil
+}
+
+// configChecks loads the config at path and checks it: the TLS files it
+// names, then its issuers and audiences for real, then the replay store.
+func configChecks(ctx context.Context, path string) []service.Check {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return []service.Check{{Subject: "config", Name: "config valid", Detail: strings.ReplaceAll(err.Error(), "\n", "; "),
+			Fix: "correct the keys named above (see the README's configuration reference)"}}
+	}
+	checks := []service.Check{{Subject: "config", Name: "config valid", OK: true, Detail: fmt.Sprintf("%d issuers, %d audiences", len(cfg.Engine.Issuers), len(cfg.Engine.Audiences))}}
+	if cfg.TLS != nil {
+		checks = append(checks, tlsChecks(cfg.TLS, time.Now())...)
+	}
+	checks = append(checks, service.Diagnose(ctx, &cfg.Engine)...)
+	if cfg.ReplayStore != "" {
+		checks = append(checks, replayStoreCheck(ctx, cfg.ReplayStore))
+	}
+	return checks
 }
 
 // remoteChecks asks a running usher what it believes: health, and each
@@ -85,8 +110,15 @@ func remoteChecks(ctx context.Context, cf *clientFlags) []service.Check {
 		return nil
 	})
 	if err != nil {
-		return []service.Check{{Subject: subject, Name: "reachable", Detail: err.Error(),
-			Fix: "start usher (`usher serve --config FILE` or `usher dev`) or point --addr at it"}}
+		c := service.Check{Subject: subject, Name: "reachable", Detail: err.Error(),
+			Fix: "start usher (`usher serve --config FILE` or `usher dev`) or point --addr at it"}
+		if ce := (*callError)(nil); errors.As(err, &ce) {
+			c.Detail = ce.err.Error()
+			if ce.fix != "" {
+				c.Detail, c.Fix = "dialled "+ce.how+": "+c.Detail, ce.fix
+			}
+		}
+		return []service.Check{c}
 	}
 	return checks
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -144,6 +145,7 @@ func runProof(_ context.Context, args []string, stdin io.Reader, stdout, stderr 
 	method := fs.String("method", "", "the HTTP method of the request the proof is for, e.g. GET; POST for a gRPC call (required)")
 	uri := fs.String("uri", "", "the request's URI, e.g. https://api.example.com/invoices (query and fragment are dropped); for gRPC https://AUTHORITY/package.Service/Method (required)")
 	token := fs.String("token", "", "the access token the proof goes with (its hash becomes ath, as a resource server requires); - reads stdin")
+	asJSON := fs.Bool("json", false, `print {"dpop": PROOF, "jkt": the key's thumbprint, "alg": ALG} instead of the proof alone`)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -169,6 +171,9 @@ func runProof(_ context.Context, args []string, stdin io.Reader, stdout, stderr 
 	p, err := s.Proof(*method, *uri, strings.TrimSpace(*token))
 	if err != nil {
 		return fmt.Errorf("proof: %w", err)
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(map[string]string{"dpop": p, "jkt": s.Thumbprint(), "alg": s.Algorithm()})
 	}
 	_, err = fmt.Fprintln(stdout, p)
 	return err

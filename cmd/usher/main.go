@@ -13,8 +13,10 @@
 //	usher doctor --config FILE | --addr ADDR    check issuers, keys and audiences for real; exit 1 on a problem
 //
 // The list is the commands table below, as "usher help" prints it (a test
-// keeps the two equal). Client commands take --addr (default
-// 127.0.0.1:50051) and --json; a TOKEN of - reads stdin.
+// keeps the two equal). Client commands take --addr (default $USHER_ADDR,
+// else 127.0.0.1:50051), the TLS flags --cacert, --cert, --key,
+// --servername, --plaintext and --tls (or USHER_CACERT, USHER_CERT,
+// USHER_KEY, USHER_SERVERNAME), and --json; a TOKEN of - reads stdin.
 package main
 
 import (
@@ -125,7 +127,9 @@ func commandList(indent string) string {
 func usage() string {
 	return "usher: a central gRPC token-validation service that says exactly why a token is rejected.\n\nCommands:\n" +
 		commandList("  ") +
-		"\nClient commands take --addr (default 127.0.0.1:50051) and --json; a TOKEN of - reads stdin.\n" +
+		"\nClient commands take --addr (default $USHER_ADDR, else 127.0.0.1:50051), --json, and for a TLS usher\n" +
+		"--cacert, --cert, --key, --servername (or USHER_CACERT, USHER_CERT, USHER_KEY, USHER_SERVERNAME);\n" +
+		"--plaintext or --tls force one. A TOKEN of - reads stdin.\n" +
 		"Run \"usher COMMAND -h\" for a command's flags.\n"
 }
 

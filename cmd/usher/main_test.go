@@ -25,13 +25,13 @@ import (
 )
 
 var (
-	addrRE     = regexp.MustCompile(`(?m)^  gRPC\s+(\S+)`)
-	usersRE    = regexp.MustCompile(`(?m)^Token for api/users \(Users API\).*\n(\S+)`)
-	invoicesRE = regexp.MustCompile(`(?m)^Token for api/invoices \(Invoices API\).*\n(\S+)`)
+	addrRE   = regexp.MustCompile(`(?m)^  gRPC\s+(\S+)`)
+	tokensRE = regexp.MustCompile(`(?m)^  tokens\s+(\S+)`)
 )
 
-// devBanner is what `usher dev` printed: its address and two tokens.
-type devBanner struct{ addr, users, invoices string }
+// devBanner is what `usher dev` printed: its address, the directory of its
+// token files, and two of the tokens, read from there.
+type devBanner struct{ addr, dir, users, invoices string }
 
 func waitBanner(t *testing.T, read func() string) devBanner {
 	t.Helper()
@@ -39,16 +39,26 @@ func waitBanner(t *testing.T, read func() string) devBanner {
 	for time.Now().Before(deadline) {
 		out := read()
 		if strings.Contains(out, "Ctrl-C stops.") {
-			a, u, i := addrRE.FindStringSubmatch(out), usersRE.FindStringSubmatch(out), invoicesRE.FindStringSubmatch(out)
-			if a == nil || u == nil || i == nil {
-				t.Fatalf("banner lacks the address or a token:\n%s", out)
+			a, d := addrRE.FindStringSubmatch(out), tokensRE.FindStringSubmatch(out)
+			if a == nil || d == nil {
+				t.Fatalf("banner lacks the address or the token directory:\n%s", out)
 			}
-			return devBanner{addr: a[1], users: u[1], invoices: i[1]}
+			return devBanner{addr: a[1], dir: d[1], users: readTokenFile(t, d[1], devUsersJWT), invoices: readTokenFile(t, d[1], devInvoicesJWT)}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("usher dev printed no banner within 20s:\n%s", read())
 	return devBanner{}
+}
+
+// readTokenFile is a token usher dev wrote into dir.
+func readTokenFile(t *testing.T, dir, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatalf("usher dev's token file: %v", err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func dialUsher(t *testing.T, addr string) (usherv1.TokenServiceClient, healthpb.HealthClient) {

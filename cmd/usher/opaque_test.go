@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -21,8 +20,6 @@ import (
 	"github.com/usher-dev/usher/internal/testkit"
 	usherv1 "github.com/usher-dev/usher/proto/usher/v1"
 )
-
-var opaqueRE = regexp.MustCompile(`(?m)^Opaque token for api/users \(Users API\).*\n(\S+)`)
 
 // devSecretFiles are the introspection secret files usher dev wrote in dir.
 func devSecretFiles(t *testing.T, dir string) []string {
@@ -108,12 +105,14 @@ func TestDev_OpaqueTokensAndRevoke(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
 	b, banner, stderr, stop := startDevInProcess(t, "--log-level", "debug")
-	m := opaqueRE.FindStringSubmatch(banner)
-	if m == nil || !strings.HasPrefix(m[1], devissuer.OpaquePrefix) {
-		t.Fatalf("the banner has no opaque token:\n%s", banner)
+	bannerOpaque := readTokenFile(t, b.dir, devUsersOpaque)
+	if !strings.HasPrefix(bannerOpaque, devissuer.OpaquePrefix) {
+		t.Fatalf("usher dev's %s holds no opaque token: %q", devUsersOpaque, bannerOpaque)
 	}
-	bannerOpaque := m[1]
-	for _, want := range []string{`{"expected_audience":"api/users","token":"` + bannerOpaque + `"}`, "usher revoke " + bannerOpaque, "within 5s", "--opaque"} {
+	if req := readTokenFile(t, b.dir, devOpaqueReq); req != `{"expected_audience":"api/users","token":"`+bannerOpaque+`"}` {
+		t.Errorf("usher dev's %s: %s", devOpaqueReq, req)
+	}
+	for _, want := range []string{"usher revoke --addr " + b.addr + " - < " + filepath.Join(b.dir, devUsersOpaque), "within 5s", "--opaque"} {
 		if !strings.Contains(banner, want) {
 			t.Errorf("the banner lacks %q:\n%s", want, banner)
 		}

@@ -378,11 +378,18 @@ func (s *server) startHTTP() error {
 func (s *server) withConsole(api http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(console.Prefix, console.Handler(console.Options{
-		APIs:     func() []service.KnownAudience { return s.api.Current().Audiences() },
-		Recorder: s.recorder,
+		APIs:         func() []service.KnownAudience { return s.api.Current().Audiences() },
+		Recorder:     s.recorder,
+		LoopbackHost: listensOnLoopback(s.cfg.HTTPListen),
 	}))
 	mux.Handle("/", api)
 	return mux
+}
+
+// listensOnLoopback reports whether a listen address is a loopback one.
+func listensOnLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && config.IsLoopback(host)
 }
 
 // metricsHandler serves /metrics (and pprof when asked) from the registry.

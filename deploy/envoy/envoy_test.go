@@ -4,7 +4,14 @@ package envoy
 
 import (
 	"encoding/json"
+	"maps"
+	"net"
 	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -20,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/usher-dev/usher/extauthz"
+	"github.com/usher-dev/usher/internal/config"
 )
 
 const extAuthzFilter = "envoy.filters.http.ext_authz"
@@ -169,4 +177,104 @@ func TestEnvoyConfig(t *testing.T) {
 			t.Errorf("no route to cluster %s", c)
 		}
 	}
+}
+
+// composeFile is the part of compose.yaml the test reads.
+type composeFile struct {
+	Services map[string]struct {
+		Image string `yaml:"image"`
+		Build *struct {
+			Context    string `yaml:"context"`
+			Dockerfile string `yaml:"dockerfile"`
+		} `yaml:"build"`
+		Command []string `yaml:"command"`
+		Volumes []string `yaml:"volumes"`
+		Ports   []string `yaml:"ports"`
+	} `yaml:"services"`
+}
+
+// TestCompose: compose.yaml runs what envoy.yaml dials. Every cluster's
+// host is a service listening on the cluster's port, usher's config parses
+// and serves ext_authz there, the config files are mounted where the images
+// read them, and every image is pinned.
+func TestCompose(t *testing.T) {
+	bs := load(t)
+	b, err := os.ReadFile("compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cf composeFile
+	if err := yaml.Unmarshal(b, &cf); err != nil {
+		t.Fatalf("compose.yaml: %v", err)
+	}
+	names := slices.Sorted(maps.Keys(cf.Services))
+	if want := []string{"envoy", "invoices", "users", "usher"}; !slices.Equal(names, want) {
+		t.Errorf("compose.yaml services %v, want %v", names, want)
+	}
+	usherPort := composeUsher(t, &cf)
+	for _, c := range bs.GetStaticResources().GetClusters() {
+		sa := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+		svc, ok := cf.Services[sa.GetAddress()]
+		port := strconv.Itoa(int(sa.GetPortValue()))
+		switch {
+		case !ok:
+			t.Errorf("cluster %s dials %s, which compose.yaml does not define", c.GetName(), sa.GetAddress())
+		case sa.GetAddress() == "usher" && port != usherPort:
+			t.Errorf("cluster usher dials port %s, usher.yaml listens on %s", port, usherPort)
+		case sa.GetAddress() != "usher" && !slices.Contains(svc.Command, "--port="+port):
+			t.Errorf("cluster %s dials port %s; service %s's command %v does not listen there", c.GetName(), port, sa.GetAddress(), svc.Command)
+		}
+	}
+	envoy := cf.Services["envoy"]
+	if !slices.Contains(envoy.Volumes, "./envoy.yaml:/etc/envoy/envoy.yaml:ro") {
+		t.Errorf("envoy does not mount envoy.yaml at the image's default path: %v", envoy.Volumes)
+	}
+	lis := bs.GetStaticResources().GetListeners()[0].GetAddress().GetSocketAddress().GetPortValue()
+	if len(envoy.Ports) != 1 || !strings.HasPrefix(envoy.Ports[0], "127.0.0.1:") || !strings.HasSuffix(envoy.Ports[0], ":"+strconv.Itoa(int(lis))) {
+		t.Errorf("envoy publishes %v, want its listener's port %d on the host's loopback", envoy.Ports, lis)
+	}
+	for name, svc := range cf.Services {
+		if tag := svc.Image[strings.LastIndexByte(svc.Image, ':')+1:]; !strings.Contains(svc.Image, ":") || tag == "latest" {
+			t.Errorf("service %s: image %q is not pinned to a version", name, svc.Image)
+		}
+	}
+}
+
+// composeUsher checks the usher service: built from deploy/Dockerfile,
+// its config mounted where the image's CMD reads it, no published port,
+// and a config that parses and serves ext_authz. It returns the port usher
+// listens on.
+func composeUsher(t *testing.T, cf *composeFile) string {
+	t.Helper()
+	u := cf.Services["usher"]
+	if u.Build == nil || u.Build.Context != "../.." || u.Build.Dockerfile != "deploy/Dockerfile" {
+		t.Fatalf("usher is not built from deploy/Dockerfile with the repository as its context: %+v", u.Build)
+	}
+	df, err := os.ReadFile(filepath.Join(u.Build.Context, u.Build.Dockerfile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := regexp.MustCompile(`(?m)^CMD \["serve", "--config", "([^"]+)"\]`).FindSubmatch(df)
+	if cmd == nil || !slices.Contains(u.Volumes, "./usher.yaml:"+string(cmd[1])+":ro") {
+		t.Errorf("usher does not mount usher.yaml at the image's --config path (%s): %v", cmd, u.Volumes)
+	}
+	if len(u.Ports) != 0 {
+		t.Errorf("usher publishes %v: it serves plaintext, for Envoy on the compose network only", u.Ports)
+	}
+	b, err := os.ReadFile("usher.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse(b)
+	if err != nil {
+		t.Fatalf("usher.yaml: %v", err)
+	}
+	if c.ExtAuthz == nil {
+		t.Error("usher.yaml has no ext_authz section: Envoy's Check calls would be unimplemented")
+	}
+	_, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }

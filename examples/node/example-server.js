@@ -1,17 +1,17 @@
 'use strict';
 // A tiny Invoices API (node:http, no framework) whose routes usher protects.
 //
-//   node example-server.js --usher 127.0.0.1:50051 --listen 127.0.0.1:8080
+//   node example-server.js --usher 127.0.0.1:50051 --listen 127.0.0.1:3000
 //   curl -i -H "Authorization: Bearer $(usher mint --audience api/invoices --scope invoices.read)" \
-//     http://127.0.0.1:8080/invoices
+//     http://127.0.0.1:3000/invoices
 //
 // A DPoP-bound token goes with a proof made for this request's method and URI (the middleware
 // passes the DPoP header, the method and the URI this server sees to usher):
 //
 //   T=$(usher mint --audience api/invoices --scope invoices.read --dpop-key dpop.pem)
 //   curl -i -H "Authorization: DPoP $T" \
-//     -H "DPoP: $(usher proof --key dpop.pem --method GET --uri http://127.0.0.1:8080/invoices --token $T)" \
-//     http://127.0.0.1:8080/invoices
+//     -H "DPoP: $(usher proof --key dpop.pem --method GET --uri http://127.0.0.1:3000/invoices --token $T)" \
+//     http://127.0.0.1:3000/invoices
 
 const http = require('node:http');
 const { parseArgs } = require('node:util');
@@ -49,7 +49,7 @@ function main() {
     options: {
       usher: { type: 'string', default: '127.0.0.1:50051' },
       audience: { type: 'string', default: 'api/invoices' },
-      listen: { type: 'string', default: '127.0.0.1:8080' },
+      listen: { type: 'string', default: '127.0.0.1:3000' },
     },
   });
   const i = values.listen.lastIndexOf(':');

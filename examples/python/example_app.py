@@ -1,15 +1,15 @@
 """A tiny Invoices API (WSGI, stdlib only) whose routes usher protects.
 
-    /usr/bin/python3 example_app.py --usher 127.0.0.1:50051 --listen 127.0.0.1:8080
+    /usr/bin/python3 example_app.py --usher 127.0.0.1:50051 --listen 127.0.0.1:8000
     curl -i -H "Authorization: Bearer $(usher mint --audience api/invoices --scope invoices.read)" \
-        http://127.0.0.1:8080/invoices
+        http://127.0.0.1:8000/invoices
 
 A DPoP-bound token goes with a proof made for this request's method and URI:
 
     T=$(usher mint --audience api/invoices --scope invoices.read --dpop-key dpop.pem)
     curl -i -H "Authorization: DPoP $T" \
-        -H "DPoP: $(usher proof --key dpop.pem --method GET --uri http://127.0.0.1:8080/invoices --token $T)" \
-        http://127.0.0.1:8080/invoices
+        -H "DPoP: $(usher proof --key dpop.pem --method GET --uri http://127.0.0.1:8000/invoices --token $T)" \
+        http://127.0.0.1:8000/invoices
 """
 
 import argparse
@@ -55,7 +55,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--usher", default="127.0.0.1:50051", help="usher's gRPC address")
     p.add_argument("--audience", default="api/invoices", help="the audience this API answers to")
-    p.add_argument("--listen", default="127.0.0.1:8080", help="HTTP address (host:port)")
+    p.add_argument("--listen", default="127.0.0.1:8000", help="HTTP address (host:port)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     host, _, port = args.listen.rpartition(":")

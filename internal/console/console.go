@@ -3,8 +3,11 @@ package console
 import (
 	"embed"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/usher-dev/usher/service"
@@ -50,6 +53,11 @@ type Options struct {
 	// Recorder feeds "Where tokens go wrong". Nil: the view says that
 	// nothing is recorded.
 	Recorder *Recorder
+	// LoopbackHost: the listener is on loopback, so a request must name a
+	// loopback host (localhost, 127.0.0.1, [::1]) in its Host header. A web
+	// page elsewhere can point a name of its own at 127.0.0.1 (DNS
+	// rebinding) and read the console as same-origin; its Host names it.
+	LoopbackHost bool
 }
 
 // Handler serves the console under Prefix: its pages and assets, embedded
@@ -67,7 +75,26 @@ func Handler(o Options) http.Handler {
 		writeJSON(w, statsJSON(o.Recorder, o.APIs))
 	})
 	mux.HandleFunc("GET "+Prefix+"{path...}", serveAsset)
+	if o.LoopbackHost {
+		return secured(loopbackHost(mux))
+	}
 	return secured(mux)
+}
+
+// loopbackHost refuses a request whose Host header is not a loopback name
+// or address.
+func loopbackHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if ip := net.ParseIP(strings.Trim(host, "[]")); !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
+			http.Error(w, fmt.Sprintf("the console on a loopback listener answers only requests for localhost, 127.0.0.1 or [::1], not Host %q: open it as http://127.0.0.1:PORT/console/", host), http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // secured sets the headers of every console answer and refuses every method

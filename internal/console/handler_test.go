@@ -382,3 +382,38 @@ func TestHandler_JSON(t *testing.T) {
 		t.Errorf("stats without a recorder: %v %s", err, body)
 	}
 }
+
+// TestHandler_LoopbackHost: on a loopback listener, a request naming
+// another host (a page that pointed its own name at 127.0.0.1: DNS
+// rebinding) is refused, with the headers; loopback names pass.
+func TestHandler_LoopbackHost(t *testing.T) {
+	srv := testServer(t, Options{LoopbackHost: true})
+	_, port, _ := strings.Cut(strings.TrimPrefix(srv.URL, "http://"), ":")
+	for host, want := range map[string]int{
+		"127.0.0.1:" + port:        http.StatusOK,
+		"localhost:" + port:        http.StatusOK,
+		"LOCALHOST":                http.StatusOK,
+		"[::1]:" + port:            http.StatusOK,
+		"127.0.0.2":                http.StatusOK,
+		"rebound.example:" + port:  http.StatusMisdirectedRequest,
+		"127.0.0.1.nip.io:" + port: http.StatusMisdirectedRequest,
+		"localhost.example.com":    http.StatusMisdirectedRequest,
+		"10.0.0.1:" + port:         http.StatusMisdirectedRequest,
+	} {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+Prefix+"api/apis", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: %d, want %d (%s)", host, resp.StatusCode, want, body)
+		}
+		checkHeaders(t, "Host "+host, resp.Header)
+	}
+}
