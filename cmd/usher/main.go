@@ -1,7 +1,8 @@
 // Command usher is the central token-validation service and its tools.
 //
 //	usher serve --config FILE                   serve usher.v1.TokenService with the given config
-//	usher dev [--listen 127.0.0.1:50051]        embedded dev issuer and validator on loopback, no config
+//	usher dev [--listen 127.0.0.1:50051] [--http-listen 127.0.0.1:50080] [--issuer-listen 127.0.0.1:0]
+//	                                            embedded dev issuer and validator on loopback, no config
 //	usher mint --audience A [--scope S]... [--ttl D] [--kid K] [--opaque] [--dpop-key FILE]
 //	                                            a dev token from the running usher dev (stdout alone)
 //	usher proof --key FILE --method M --uri U [--token T]
@@ -89,7 +90,7 @@ var commands = []command{
 		func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			return runServe(ctx, args, stdout, stderr)
 		}},
-	{"dev", "usher dev [--listen 127.0.0.1:50051]", "embedded dev issuer and validator on loopback, no config",
+	{"dev", "usher dev [--listen 127.0.0.1:50051] [--http-listen 127.0.0.1:50080] [--issuer-listen 127.0.0.1:0]", "embedded dev issuer and validator on loopback, no config",
 		func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			return runDev(ctx, args, stdout, stderr)
 		}},

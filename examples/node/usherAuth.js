@@ -184,7 +184,7 @@ function requestURI(req) {
 }
 
 class UsherAuth {
-  // target: usher's gRPC address, e.g. '127.0.0.1:50051' or 'dns:///usher.platform.svc:50051'.
+  // target: usher's gRPC address, e.g. '127.0.0.1:50051' or 'dns:///usher-headless.platform.svc.cluster.local:50051'.
   // audience: the audience this service answers to, e.g. 'api/invoices'.
   // realm: the RFC 6750 realm in WWW-Authenticate (default: the audience).
   // timeoutMs: how long one validation may take before the request is answered 503.

@@ -218,7 +218,7 @@ class Authenticator {
       throw new TypeError('usherInterceptor: audience is required: the audience this service answers to, from its own configuration (e.g. api/invoices)');
     }
     if (!client && !target) {
-      throw new TypeError("usherInterceptor: target is required (usher's gRPC address, e.g. 127.0.0.1:50051 or dns:///usher.platform.svc:50051), or pass client");
+      throw new TypeError("usherInterceptor: target is required (usher's gRPC address, e.g. 127.0.0.1:50051 or dns:///usher-headless.platform.svc.cluster.local:50051), or pass client");
     }
     if (!(timeoutMs > 0)) throw new RangeError('usherInterceptor: timeoutMs must be positive');
     if (tls !== undefined && typeof tls !== 'boolean') throw new TypeError('usherInterceptor: tls is true, false or undefined (detect)');

@@ -15,7 +15,7 @@ class UsherServerInterceptor(grpc.ServerInterceptor):
                              interceptors=[UsherServerInterceptor("usher:50051", "api/invoices",
                                  required_scopes={"/billing.v1.Invoices/Get": ["invoices.read"]})])
 
-    target: usher's gRPC address ("dns:///usher.platform.svc:50051"); or channel: a grpc.Channel you
+    target: usher's gRPC address ("dns:///usher-headless.platform.svc.cluster.local:50051"); or channel: a grpc.Channel you
     own (then credentials is unused). credentials: grpc.ChannelCredentials for TLS to usher (None:
     plaintext). The other keyword arguments are the Authenticator's (see usher_grpc._core.Authenticator):
     required_scopes, skip_methods, skip_defaults, terse, timeout, cache, cache_entries, cache_ttl, clock,
