@@ -23,7 +23,6 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/usher-dev/usher/internal/devissuer"
-	"github.com/usher-dev/usher/internal/testkit"
 )
 
 // The console's browser test runs a real `usher dev` in process and drives
@@ -74,37 +73,15 @@ func artifactsDir(t *testing.T) string {
 var devConsoleRE = regexp.MustCompile(`(?m)^console: (http://127\.0\.0\.1:\d+/console/)$`)
 
 // startDevConsole runs `usher dev` in process on free loopback ports and
-// returns the URL of its console line once it is printed (the listeners
-// are open by then).
+// returns the URL of its console line.
 func startDevConsole(t *testing.T) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr testkit.SyncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"dev", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, strings.NewReader(""), &stdout, &stderr)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("usher dev did not stop within 15s")
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if m := devConsoleRE.FindStringSubmatch(stdout.String()); m != nil {
-			return m[1]
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("usher dev stopped: %v\n%s", err, stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
+	_, banner, _, _ := startDevInProcess(t)
+	m := devConsoleRE.FindStringSubmatch(banner)
+	if m == nil {
+		t.Fatalf("usher dev printed no console line:\n%s", banner)
 	}
-	t.Fatalf("usher dev printed no console line within 20s:\n%s\n%s", stdout.String(), stderr.String())
-	return ""
+	return m[1]
 }
 
 // mintUsersToken asks the console's origin for the dev issuer
