@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/usher-dev/usher/service"
@@ -37,18 +38,22 @@ type Recorder struct {
 	now   func() time.Time
 	start time.Time
 
+	// ring counts verdicts with atomics, so that a verdict takes no lock;
+	// mu guards the mismatch pairs and a bucket's turn to a new minute.
+	ring     [Minutes]bucket
 	mu       sync.Mutex
 	pairs    map[pair]uint64
 	overflow uint64
-	ring     [Minutes]bucket
 }
 
 type pair struct{ expected, actual string }
 
-// bucket counts one minute's verdicts by reason.
+// bucket counts one minute's verdicts by reason. A bucket is reused
+// Minutes minutes later: a writer still counting into it then (one stalled
+// for a quarter of an hour) is the only one who can miscount.
 type bucket struct {
-	minute int64 // Unix time / 60 of the minute counted
-	counts [reasonSlots]uint64
+	minute atomic.Int64 // Unix time / 60 of the minute counted
+	counts [reasonSlots]atomic.Uint64
 }
 
 // NewRecorder returns an empty recorder that reads the time from now (nil:
@@ -69,22 +74,35 @@ func (r *Recorder) ObserveVerdict(ev service.VerdictEvent) {
 	if slot < 0 || slot >= reasonSlots {
 		slot = int(service.ReasonUnspecified)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	b := &r.ring[ringIndex(m)]
-	if b.minute != m {
-		*b = bucket{minute: m}
+	if b.minute.Load() != m {
+		r.turn(b, m)
 	}
-	b.counts[slot]++
+	b.counts[slot].Add(1)
 	if ev.Reason != service.ReasonAudienceMismatch {
 		return
 	}
 	p := pair{orOther(ev.Audience), orOther(ev.TokenAudience)}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if _, ok := r.pairs[p]; ok || len(r.pairs) < MaxPairs {
 		r.pairs[p]++
 		return
 	}
 	r.overflow++
+}
+
+// turn empties b for minute m, once, unless another writer did.
+func (r *Recorder) turn(b *bucket, m int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b.minute.Load() == m {
+		return
+	}
+	for i := range b.counts {
+		b.counts[i].Store(0)
+	}
+	b.minute.Store(m)
 }
 
 // Stats is a snapshot of a Recorder.
@@ -137,10 +155,11 @@ func (r *Recorder) Stats() Stats {
 		m := cur - Minutes + 1 + int64(i)
 		st.Minutes = append(st.Minutes, time.Unix(m*60, 0).UTC())
 		b := &r.ring[ringIndex(m)]
-		if b.minute != m {
+		if b.minute.Load() != m {
 			continue // nothing counted in that minute
 		}
-		for reason, n := range b.counts {
+		for reason := range b.counts {
+			n := b.counts[reason].Load()
 			if n == 0 {
 				continue
 			}
