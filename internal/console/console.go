@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usher-dev/usher/internal/config"
 	"github.com/usher-dev/usher/service"
 )
 
@@ -89,7 +90,7 @@ func loopbackHost(next http.Handler) http.Handler {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		if ip := net.ParseIP(strings.Trim(host, "[]")); !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
+		if !config.IsLoopback(strings.ToLower(strings.Trim(host, "[]"))) {
 			http.Error(w, fmt.Sprintf("the console on a loopback listener answers only requests for localhost, 127.0.0.1 or [::1], not Host %q: open it as http://127.0.0.1:PORT/console/", host), http.StatusMisdirectedRequest)
 			return
 		}
